@@ -1,0 +1,158 @@
+"""Building blocks with PyTorch semantics: init, conv, BN, resampling, PixelShuffle.
+
+The official model is PyTorch; these blocks reproduce its defaults (spec §2, §2.4,
+§2.5) so that parameter counts, initial statistics and shapes match it exactly.
+All tensors are NHWC.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+
+# PyTorch's default conv weight init, kaiming_uniform(a=sqrt(5)): U(+-1/sqrt(fan_in)).
+torch_kernel_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+
+
+def torch_bias_init(fan_in: int):
+  """PyTorch's default conv bias init, U(+-1/sqrt(fan_in)); needs the weight's fan-in."""
+  bound = 1.0 / np.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+class Conv(nn.Module):
+  """2-D convolution with PyTorch init; symmetric padding defaults to 'same' for odd k."""
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  padding: int | None = None  # None = (k - 1) // 2 * dilation.
+  dilation: int = 1
+  groups: int = 1
+  use_bias: bool = False
+  dtype: Dtype = jnp.float32
+  kernel_init: Any = torch_kernel_init
+
+  @nn.compact
+  def __call__(self, x):
+    k, d = self.kernel_size, self.dilation
+    in_ch = x.shape[-1]
+    if in_ch % self.groups:
+      raise ValueError(f'{in_ch} input channels are not divisible by groups={self.groups}')
+    kernel = self.param('kernel', self.kernel_init, (k, k, in_ch // self.groups, self.features))
+    pad = (k - 1) // 2 * d if self.padding is None else self.padding
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel.astype(self.dtype),
+        window_strides=(self.stride, self.stride),
+        padding=((pad, pad), (pad, pad)),
+        rhs_dilation=(d, d),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        feature_group_count=self.groups)
+    if self.use_bias:
+      fan_in = in_ch // self.groups * k * k
+      bias = self.param('bias', torch_bias_init(fan_in), (self.features,))
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+def batch_norm(train: bool, dtype: Dtype, name: str | None = None):
+  """PyTorch BatchNorm2d defaults: momentum 0.1 (flax 0.9), eps 1e-5, affine."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      dtype=dtype, name=name)
+
+
+def gelu(x):
+  """The exact (erf) GELU of PyTorch's nn.GELU()."""
+  return jax.nn.gelu(x, approximate=False)
+
+
+class ConvBNAct(nn.Module):
+  """conv (no bias) -> BN -> activation: the repository's `Conv2d` block."""
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  dilation: int = 1
+  act: Any = nn.relu
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = Conv(self.features, self.kernel_size, self.stride, dilation=self.dilation,
+             dtype=self.dtype)(x)
+    x = batch_norm(train, self.dtype)(x)
+    return self.act(x) if self.act is not None else x
+
+
+def max_pool_3x3_s2(x):
+  """MaxPool2d(3, 2, padding=1): -inf padding, output ceil(H / 2)."""
+  return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def _lerp_axis(x, axis: int, out_size: int, align_corners: bool):
+  """Linear interpolation along one axis with PyTorch's coordinate rules."""
+  in_size = x.shape[axis]
+  if in_size == out_size:
+    return x
+  dst = np.arange(out_size, dtype=np.float64)
+  if align_corners:
+    src = dst * ((in_size - 1) / (out_size - 1)) if out_size > 1 else np.zeros_like(dst)
+  else:  # Half-pixel centres, clamped at 0 like PyTorch (no antialiasing).
+    src = np.maximum((dst + 0.5) * (in_size / out_size) - 0.5, 0.0)
+  lo = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
+  hi = np.minimum(lo + 1, in_size - 1)
+  w = (src - lo).astype(np.float32)
+  shape = [1] * x.ndim
+  shape[axis] = out_size
+  w = jnp.asarray(w.reshape(shape), dtype=x.dtype)
+  x_lo = jnp.take(x, lo, axis=axis)
+  x_hi = jnp.take(x, hi, axis=axis)
+  return x_lo + (x_hi - x_lo) * w
+
+
+def resize_bilinear(x, size: Sequence[int], align_corners: bool):
+  """Bilinear NHWC resize to (H, W) with PyTorch semantics.
+
+  `jax.image.resize` is half-pixel and antialiases on downsampling, so neither
+  align_corners=True (UNet) nor non-antialiased downsampling can use it.
+  """
+  x = _lerp_axis(x, 1, int(size[0]), align_corners)
+  return _lerp_axis(x, 2, int(size[1]), align_corners)
+
+
+def pixel_shuffle(x, r: int):
+  """PyTorch PixelShuffle in NHWC: channel c*r*r + i*r + j -> pixel (y*r+i, x*r+j) of c."""
+  n, h, w, c = x.shape
+  if c % (r * r):
+    raise ValueError(f'pixel_shuffle: {c} channels not divisible by r^2 = {r * r}')
+  x = x.reshape(n, h, w, c // (r * r), r, r)
+  x = x.transpose(0, 1, 4, 2, 5, 3)
+  return x.reshape(n, h * r, w * r, c // (r * r))
+
+
+class SRHead(nn.Module):
+  """ESPCN-style SR head `sr_module`: 5x5 -> Tanh -> 3x3 -> Tanh -> 3x3 -> PixelShuffle(r)."""
+  upscale: int
+  out_channels: int = 3
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    r = self.upscale
+    if r == 1:
+      return Conv(self.out_channels, 1, use_bias=True, dtype=self.dtype)(x)
+    x = jnp.tanh(Conv(64, 5, dtype=self.dtype)(x))
+    x = jnp.tanh(Conv(32, 3, dtype=self.dtype)(x))
+    x = Conv(self.out_channels * r * r, 3, dtype=self.dtype)(x)
+    return pixel_shuffle(x, r)
+
+
+def count_params(tree) -> int:
+  return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(tree)))
+

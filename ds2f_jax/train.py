@@ -1,0 +1,238 @@
+"""Training: state, optimiser, the jitted data-parallel step, and the train loop.
+
+`train_and_evaluate(config, workdir)` is everything `--mode train` does; a
+notebook can call it (or the pieces below) directly.
+"""
+
+import json
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from ds2f_jax import checkpointing, input_pipeline, losses, metrics, reporting, sharding
+from ds2f_jax.models import registry
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def validate_config(config) -> None:
+  """One-line errors for settings that cannot train, before anything is built."""
+  registry.validate(config.model)
+  hr = tuple(config.data.hr_size)
+  r = config.model.upscale
+  if len(hr) != 2 or any(int(s) != s or s < 1 for s in hr):
+    raise ValueError(f'data.hr_size={hr} must be (height, width) in pixels')
+  if hr[0] % r or hr[1] % r:
+    raise ValueError(f'data.hr_size={hr} is not divisible by model.upscale={r}')
+  registry.check_input_size(config.model, (hr[0] // r, hr[1] // r))
+  for key in ('num_train_steps', 'batch_size', 'log_every_steps', 'checkpoint_every_steps',
+              'eval_every_steps', 'grad_accum_steps'):
+    if config[key] < 1:
+      raise ValueError(f'{key}={config[key]} must be >= 1')
+  if config.dtype not in ('float32', 'bfloat16'):
+    raise ValueError(f"dtype={config.dtype!r} must be 'float32' or 'bfloat16'")
+  if config.optim.name not in ('sgd', 'adamw'):
+    raise ValueError(f"optim.name={config.optim.name!r} must be 'sgd' or 'adamw'")
+
+
+def lr_schedule(config) -> optax.Schedule:
+  """Poly decay (power 0.9) over the real number of optimiser updates, reaching 0."""
+  o = config.optim
+  total = max(config.num_train_steps // config.grad_accum_steps, 1)
+  warmup = min(o.warmup_steps, total - 1)
+  poly = optax.polynomial_schedule(o.learning_rate, 0.0, o.poly_power, total - warmup)
+  if warmup <= 0:
+    return poly
+  ramp = optax.linear_schedule(0.0, o.learning_rate, warmup)
+  return optax.join_schedules([ramp, poly], [warmup])
+
+
+def create_optimizer(config) -> optax.GradientTransformation:
+  """SGD-Nesterov with coupled L2 on every parameter (official), or AdamW."""
+  o, schedule = config.optim, lr_schedule(config)
+  if o.name == 'sgd':
+    tx = optax.chain(optax.add_decayed_weights(o.weight_decay),
+                     optax.sgd(schedule, momentum=o.momentum, nesterov=True))
+  else:
+    tx = optax.adamw(schedule, weight_decay=o.weight_decay)
+  if config.grad_accum_steps > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=config.grad_accum_steps)
+  return tx
+
+
+def lr_size(config) -> tuple[int, int]:
+  r = config.model.upscale
+  return config.data.hr_size[0] // r, config.data.hr_size[1] // r
+
+
+def create_model(config):
+  return registry.create_model(config.model, dtype=config.dtype, remat=config.remat)
+
+
+def init_state(config, model, tx, mesh) -> TrainState:
+  """Initial state, created directly replicated on the mesh."""
+  h, w = lr_size(config)
+  x = jnp.zeros((1, h, w, config.model.in_channels), jnp.float32)
+
+  def init(key):
+    variables = model.init(key, x, train=True)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+
+  return jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.key(config.seed))
+
+
+def make_train_step(config, model, tx, mesh):
+  """The jitted step: replicated state, batch split over 'data', state donated."""
+  schedule = lr_schedule(config)
+
+  def train_step(state: TrainState, batch):
+    def loss_fn(params):
+      outputs, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                      batch['lr'], train=True, mutable=['batch_stats'])
+      loss, parts = losses.total_loss(outputs, batch, config.loss, config.model.num_classes)
+      return loss, (parts, new_vars['batch_stats'])
+
+    (loss, (parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    opt_step = state.step // config.grad_accum_steps
+    scalars = {'loss': loss, **parts, 'lr': schedule(opt_step), 'grad_norm': optax.global_norm(grads)}
+    new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                           opt_state=opt_state)
+    return new_state, scalars
+
+  rep = sharding.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(rep, sharding.data_sharded(mesh)),
+                 out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def make_eval_step(config, model, mesh):
+  """Segmentation path only; returns the batch's confusion matrix (padding excluded)."""
+  num_classes = config.model.num_classes
+
+  def eval_step(state: TrainState, batch):
+    logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                         batch['lr'], train=False)
+    preds = jnp.argmax(logits, axis=-1)
+    weights = jnp.broadcast_to(batch['valid'][:, None, None], preds.shape)
+    return metrics.confusion_matrix(batch['mask'], preds, num_classes, weights=weights)
+
+  rep = sharding.replicated(mesh)
+  return jax.jit(eval_step, in_shardings=(rep, sharding.data_sharded(mesh)), out_shardings=rep)
+
+
+def evaluate(config, eval_step, state, mesh, split: str) -> dict:
+  """Dice, IoU, Se, Sp, Acc (and more) from one confusion matrix over the split, at HR."""
+  batch_size = config.eval.batch_size or config.batch_size
+  cm = np.zeros((config.model.num_classes,) * 2, np.int64)
+  for batch in input_pipeline.eval_batches(config, split, batch_size):
+    batch = {k: batch[k] for k in ('lr', 'mask', 'valid')}
+    cm += np.asarray(jax.device_get(eval_step(state, sharding.put_batch(batch, mesh))), np.int64)
+  return {f'val/{k}': v for k, v in metrics.summarize_confusion(cm).items()}
+
+
+def _prepare_workdir(workdir: str) -> str:
+  workdir = os.path.abspath(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_probe_{os.getpid()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise PermissionError(f'workdir {workdir} is not writable: {e.strerror}') from None
+  return workdir
+
+
+def _mean_scalars(rows: list[dict]) -> dict:
+  rows = jax.device_get(rows)
+  return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains (resuming from the newest checkpoint in workdir) and evaluates; returns
+  the last logged scalars."""
+  validate_config(config)
+  workdir = _prepare_workdir(workdir)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      json.dump(config.to_dict(), f, indent=2, default=list)
+
+  mesh = sharding.create_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+  input_pipeline.prepare(config.data)
+  model = create_model(config)
+  tx = create_optimizer(config)
+  state = init_state(config, model, tx, mesh)
+  logging.info('Model %s/%s: %d parameters (train graph).', config.model.name,
+               config.model.variant, sum(x.size for x in jax.tree_util.tree_leaves(state.params)))
+
+  mngr = checkpointing.create_manager(workdir, config.keep_checkpoints)
+  start_step = 0
+  if mngr.latest_step() is not None:
+    start_step = mngr.latest_step()
+    state = checkpointing.restore(mngr, start_step, state, sharding.replicated(mesh))
+    logging.info('Resumed from %s at step %d.', mngr.directory, start_step)
+  total = config.num_train_steps
+  if start_step >= total:
+    logging.info('Training already reached num_train_steps=%d in %s; nothing to do.', total,
+                 workdir)
+    mngr.close()
+    return {}
+
+  train_step = make_train_step(config, model, tx, mesh)
+  eval_step = make_eval_step(config, model, mesh)
+  writer = reporting.MetricWriter(workdir)
+  progress = reporting.Progress(start_step, total, config.batch_size)
+  batches = input_pipeline.train_iterator(
+      config, start_step, process_index=jax.process_index(), process_count=jax.process_count())
+
+  pending, last = [], {}
+  t_log, s_log = None, start_step
+  try:
+    for step in range(start_step, total):
+      state, scalars = train_step(state, sharding.put_batch(next(batches), mesh))
+      pending.append(scalars)
+      done = step + 1
+      if t_log is None:  # The first step compiles; time throughput from its end.
+        jax.block_until_ready(scalars)
+        t_log, s_log = time.time(), done
+        logging.info('First step (compile + run) done at %s.', time.strftime('%X'))
+      if done % config.log_every_steps == 0 or done == total:
+        last = _mean_scalars(pending)
+        pending = []
+        now = time.time()
+        if done > s_log:
+          last['images_per_s'] = (done - s_log) * config.batch_size / max(now - t_log, 1e-9)
+        t_log, s_log = now, done
+        writer.write_scalars(done, last)
+      val = None
+      if done % config.eval_every_steps == 0 or done == total:
+        val = evaluate(config, eval_step, state, mesh, config.data.eval_split)
+        writer.write_scalars(done, val)
+        logging.info('step %d: %s', done, ' '.join(f'{k}={v:.4f}' for k, v in val.items()))
+      if val is not None or done % config.checkpoint_every_steps == 0:
+        checkpointing.save(mngr, done, state, val)
+      progress.update(done, {k: last[k] for k in ('loss', 'images_per_s') if k in last}
+                      if done % config.log_every_steps == 0 else None)
+  finally:
+    mngr.wait_until_finished()
+    mngr.close()
+    writer.close()
+    progress.close()
+  return last

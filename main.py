@@ -1,0 +1,86 @@
+"""DS2F in JAX: one entry point, one call per mode.
+
+  python main.py --config configs/synthetic.py --workdir /tmp/ds2f_demo
+  python main.py --config configs/drive.py --workdir W --mode eval --config.eval.split=test
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file('config', None, 'A configs/*.py file (plus --config.key=value).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Checkpoints, logs and reports go here.')
+flags.DEFINE_enum('mode', 'train', ['train', 'prepare'], 'What to do.')
+flags.mark_flags_as_required(['config'])
+FLAGS = flags.FLAGS
+
+
+def _run(mode, config, workdir):
+  if mode == 'prepare':
+    from ds2f_jax import input_pipeline
+    builder = input_pipeline.prepare(config.data)
+    logging.info('Prepared %s in %s.', builder.info.full_name, builder.data_dir)
+    return
+  if workdir is None:
+    raise ValueError(f'--workdir is required for --mode {mode}')
+  from ds2f_jax import train
+  train.train_and_evaluate(config, workdir)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  try:
+    _run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
+  except (ValueError, FileNotFoundError, PermissionError, KeyError) as e:
+    # Bad input: one line that names the culprit, not a traceback.
+    print(f'error: {e.args[0] if e.args else e}', file=sys.stderr)
+    sys.exit(2)
+
+
+def _bad_override(argv) -> str:
+  """Names the first --config.key override that the config file does not define."""
+  import difflib
+  import importlib.util
+  path = None
+  for i, a in enumerate(argv):
+    if a.startswith('--config='):
+      path = a.split('=', 1)[1]
+    elif a == '--config' and i + 1 < len(argv):
+      path = argv[i + 1]
+  try:
+    spec = importlib.util.spec_from_file_location('_cfg', path.split(':')[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+  except Exception:  # pylint: disable=broad-except
+    return 'an override'
+  for a in argv:
+    if not a.startswith('--config.'):
+      continue
+    key = a[len('--config.'):].split('=')[0]
+    node = config
+    for part in key.split('.'):
+      if not hasattr(node, 'keys') or part not in node:
+        close = difflib.get_close_matches(part, list(node.keys()) if hasattr(node, 'keys') else [])
+        hint = f' (did you mean {close[0]!r}?)' if close else ''
+        return f'--config.{key} ({part!r} is not a key of {path}{hint})'
+      node = node[part]
+  return 'an override'
+
+
+def _parse_flags(argv):
+  """absl parsing, with unknown or mistyped --config.key overrides as one-line errors."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e}', file=sys.stderr)
+  except (AttributeError, KeyError):  # A locked ConfigDict refusing an unknown key.
+    print(f'error: unknown config key {_bad_override(argv)}', file=sys.stderr)
+  sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=_parse_flags)
