@@ -53,10 +53,10 @@ def confusion_matrix(labels, preds, num_classes: int, weights=None):
 
   Scatter-free: each pixel's cell index `label * C + pred` is compared with
   all C*C cells and the comparison is summed, which XLA fuses into one
-  reduction (no atomics; exact while one call sees < 2^31 pixels). Pixels whose label or prediction is
-  outside [0, C) (e.g. a 255 "void" label) are ignored, as are pixels with
-  `weights <= 0` (a FOV mask or padded batch examples). `num_classes` must be
-  static under `jax.jit`.
+  reduction (no atomics; exact while one call sees < 2^31 pixels). Pixels
+  whose label or prediction is outside [0, C) (e.g. a 255 "void" label) are
+  ignored, as are pixels with `weights <= 0` (a FOV mask or padded batch
+  examples). `num_classes` must be static under `jax.jit`.
   """
   num_classes = _check_num_classes(num_classes)
   labels = jnp.asarray(labels)
@@ -386,7 +386,7 @@ def _exact_counts(scores, labels, weights):
 
 
 def roc_auc(scores, labels, weights=None) -> float:
-  """Exact ROC-AUC from sorted scores (ties as sklearn); see roc_auc_from_counts.
+  """Exact ROC-AUC from sorted scores, ties as sklearn (roc_auc_from_counts).
 
   `labels` are 0/1, `weights` non-negative sample weights (a FOV mask).
   """

@@ -78,7 +78,8 @@ def ref_pr_trapezoid(s, y, w=None):
   r, p = ref_pr_curve(s, y, w)
   r = np.concatenate([[0.0], r])
   p = np.concatenate([[1.0], p])
-  return sum((r[i + 1] - r[i]) * (p[i + 1] + p[i]) / 2 for i in range(len(r) - 1))
+  return sum((r[i + 1] - r[i]) * (p[i + 1] + p[i]) / 2
+             for i in range(len(r) - 1))
 
 
 def ref_ap(s, y, w=None):
@@ -445,8 +446,10 @@ def test_psnr_against_numpy():
 
 def test_ssim_against_numpy():
   rng = np.random.default_rng(10)
-  x = rng.random((2, 20, 17, 3)).astype(np.float32)
-  y = np.clip(0.8 * x + 0.1 + rng.normal(0, 0.1, x.shape), 0, 1).astype(
+  # Dark, shifted images so that both the luminance and contrast terms (and
+  # so C1 and C2) matter.
+  x = (0.2 * rng.random((2, 20, 17, 3))).astype(np.float32)
+  y = np.clip(0.5 * x + 0.05 + rng.normal(0, 0.03, x.shape), 0, 1).astype(
       np.float32)
   got = jax.jit(M.ssim_metric)(x, y)
   assert got.shape == (2,)
