@@ -59,7 +59,7 @@ def test_inference_path_has_no_sr_or_sfem_parameters():
   cfg = _cfg(width=4)
   model = registry.create_model(cfg)
   x = jnp.zeros((1, 32, 32, 3))
-  full = model.init(jax.random.key(0), x, train=True)
+  full = jax.jit(lambda k: model.init(k, x, train=True))(jax.random.key(0))
   inf = registry.inference_variables(model, full)
   assert set(inf['params']) == {'encoder', 'seg_decoder', 'out_conv'}
   assert set(full['params']) - set(inf['params']) == {'sr_decoder', 'sr_head', 'sfem'}
@@ -215,3 +215,14 @@ def test_bad_model_configs_are_rejected_by_name():
     registry.validate(_cfg(variant='x'))
   with pytest.raises(ValueError, match=r'too small.*>= 16'):
     registry.check_input_size(_cfg(), (8, 64))
+
+
+@pytest.mark.parametrize('dilation', [1, 2])
+def test_depthwise_fast_path_equals_grouped_conv(dilation):
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 9, 11, 8)), jnp.float32)
+  conv = layers.Conv(8, 3, dilation=dilation, groups=8, use_bias=True)
+  v = conv.init(jax.random.key(0), x)
+  ref = jax.lax.conv_general_dilated(
+      x, v['params']['kernel'], (1, 1), ((dilation, dilation),) * 2, rhs_dilation=(dilation,) * 2,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=8) + v['params']['bias']
+  np.testing.assert_allclose(np.asarray(conv.apply(v, x)), np.asarray(ref), atol=1e-5)
