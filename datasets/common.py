@@ -63,15 +63,11 @@ def features() -> tfds.features.FeaturesDict:
   })
 
 
-def dataset_info(builder: tfds.core.DatasetBuilder, description: str,
-                 homepage: str, citation: str) -> tfds.core.DatasetInfo:
-  return tfds.core.DatasetInfo(
-      builder=builder,
-      description=description,
-      features=features(),
-      homepage=homepage,
-      citation=citation,
-  )
+def dataset_info(builder: tfds.core.DatasetBuilder,
+                 homepage: str) -> tfds.core.DatasetInfo:
+  """Info with the description and citation from README.md / CITATIONS.bib."""
+  return builder.dataset_info_from_configs(features=features(),
+                                           homepage=homepage)
 
 
 def check_config_name(builder_name: str, config, configs: Sequence,

@@ -52,13 +52,7 @@ page of Kingston University, https://blogs.kingston.ac.uk/retinal/chasedb1/
 
   def _info(self) -> tfds.core.DatasetInfo:
     return common.dataset_info(
-        self,
-        description=(
-            '28 fundus photos (999x960, WxH) of both eyes of 14 children '
-            'with vessel labels by the first observer (_1stHO). No FOV masks '
-            'are published: `fov` is derived from the red channel.'),
-        homepage='https://blogs.kingston.ac.uk/retinal/chasedb1/',
-        citation=_CITATION)
+        self, homepage='https://blogs.kingston.ac.uk/retinal/chasedb1/')
 
   def _split_generators(self, dl_manager):
     root, entries = common.open_manual_dir(
@@ -81,20 +75,3 @@ page of Kingston University, https://blogs.kingston.ac.uk/retinal/chasedb1/
   def _generate_examples(self, images, labels, ids):
     for i in ids:
       yield common.binary_example(images[i], labels[i], None)
-
-
-_CITATION = """\
-@article{fraz2012ensemble,
-  title={An Ensemble Classification-Based Approach Applied to Retinal Blood
-         Vessel Segmentation},
-  author={Fraz, Muhammad Moazam and Remagnino, Paolo and Hoppe, Andreas and
-          Uyyanonvara, Bunyarit and Rudnicka, Alicja R. and Owen, Christopher G.
-          and Barman, Sarah A.},
-  journal={IEEE Transactions on Biomedical Engineering},
-  volume={59},
-  number={9},
-  pages={2538--2548},
-  year={2012},
-  doi={10.1109/TBME.2012.2205687}
-}
-"""

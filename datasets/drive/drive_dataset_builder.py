@@ -44,14 +44,7 @@ DRIVE.zip.
 
   def _info(self) -> tfds.core.DatasetInfo:
     return common.dataset_info(
-        self,
-        description=(
-            '40 fundus photos (565x584, WxH) from a Dutch diabetic '
-            'retinopathy screening programme: 20 train and 20 test, vessel '
-            'labels of the first observer (1st_manual) and the published '
-            'FOV masks.'),
-        homepage='https://drive.grand-challenge.org/',
-        citation=_CITATION)
+        self, homepage='https://drive.grand-challenge.org/')
 
   def _split_generators(self, dl_manager):
     root, entries = common.open_manual_dir(
@@ -84,18 +77,3 @@ DRIVE.zip.
   def _generate_examples(self, images, labels, fovs, ids):
     for i in ids:
       yield common.binary_example(images[i], labels[i], fovs[i])
-
-
-_CITATION = """\
-@article{staal2004ridge,
-  title={Ridge-Based Vessel Segmentation in Color Images of the Retina},
-  author={Staal, Joes and Abr{\\`a}moff, Michael D. and Niemeijer, Meindert and
-          Viergever, Max A. and van Ginneken, Bram},
-  journal={IEEE Transactions on Medical Imaging},
-  volume={23},
-  number={4},
-  pages={501--509},
-  year={2004},
-  doi={10.1109/TMI.2004.825627}
-}
-"""

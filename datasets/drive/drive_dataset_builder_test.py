@@ -1,4 +1,4 @@
-"""DRIVE builder on dummy data in the original and the grand-challenge layout."""
+"""DRIVE builder on dummy data: original and grand-challenge layouts."""
 
 import os
 

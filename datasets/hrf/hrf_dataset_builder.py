@@ -39,20 +39,15 @@ too when all of them are there.
 
   def _info(self) -> tfds.core.DatasetInfo:
     return common.dataset_info(
-        self,
-        description=(
-            '45 fundus photos (3504x2336, WxH) of healthy, glaucomatous and '
-            'diabetic-retinopathy eyes with expert vessel labels and FOV '
-            'masks. Train: ids 01-05 of each group (15); test: 06-15 (30).'),
-        homepage='https://www5.cs.fau.de/research/data/fundus-images/',
-        citation=_CITATION)
+        self, homepage='https://www5.cs.fau.de/research/data/fundus-images/')
 
   def _split_generators(self, dl_manager):
     root, entries = common.open_manual_dir(
         dl_manager, self.name, _EXPECTED, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     images = common.find(
         entries, r'(?:^|/)(?P<id>\d\d_(?:dr|g|h))\.(?i:jpe?g)$')
-    labels = common.find(entries, r'(?:^|/)(?P<id>\d\d_(?:dr|g|h))\.(?i:tiff?)$')
+    labels = common.find(
+        entries, r'(?:^|/)(?P<id>\d\d_(?:dr|g|h))\.(?i:tiff?)$')
     fovs = common.find(
         entries, r'(?:^|/)(?P<id>\d\d_(?:dr|g|h))_mask\.(?i:tiff?)$')
     missing = ([f'images/{i}.jpg' for i in IDS if i not in images] +
@@ -69,17 +64,3 @@ too when all of them are there.
   def _generate_examples(self, images, labels, fovs, ids):
     for i in ids:
       yield common.binary_example(images[i], labels[i], fovs[i])
-
-
-_CITATION = """\
-@article{budai2013robust,
-  title={Robust Vessel Segmentation in Fundus Images},
-  author={Budai, Attila and Bock, R{\\"u}diger and Maier, Andreas and
-          Hornegger, Joachim and Michelson, Georg},
-  journal={International Journal of Biomedical Imaging},
-  volume={2013},
-  pages={154860},
-  year={2013},
-  doi={10.1155/2013/154860}
-}
-"""

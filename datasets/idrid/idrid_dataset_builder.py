@@ -79,15 +79,7 @@ b. Testing Set}/<lesion folder>/IDRiD_NN_<code>.tif".
 
   def _info(self) -> tfds.core.DatasetInfo:
     return common.dataset_info(
-        self,
-        description=(
-            '81 fundus photos (4288x2848, WxH) with pixel labels of four '
-            'diabetic-retinopathy lesions and the optic disc; official split '
-            '54 train / 27 test. One config per label type, binary masks. '
-            'No FOV masks are published: `fov` is derived from the red '
-            'channel.'),
-        homepage='https://idrid.grand-challenge.org/',
-        citation=_CITATION)
+        self, homepage='https://idrid.grand-challenge.org/')
 
   def _split_generators(self, dl_manager):
     cfg = self.builder_config
@@ -113,20 +105,3 @@ b. Testing Set}/<lesion folder>/IDRiD_NN_<code>.tif".
   def _generate_examples(self, images, labels, ids):
     for i in ids:
       yield common.binary_example(images[i], labels.get(i), None)
-
-
-_CITATION = """\
-@article{porwal2018indian,
-  title={Indian Diabetic Retinopathy Image Dataset (IDRiD): A Database for
-         Diabetic Retinopathy Screening Research},
-  author={Porwal, Prasanna and Pachade, Samiksha and Kamble, Ravi and
-          Kokare, Manesh and Deshmukh, Girish and Sahasrabuddhe, Vivek and
-          Meriaudeau, Fabrice},
-  journal={Data},
-  volume={3},
-  number={3},
-  pages={25},
-  year={2018},
-  doi={10.3390/data3030025}
-}
-"""

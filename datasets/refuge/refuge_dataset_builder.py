@@ -50,15 +50,7 @@ VNNNN.bmp, Test400/TNNNN.jpg, REFUGE-Test-GT/Disc_Cup_Masks/{G,N}/TNNNN.bmp.
 
   def _info(self) -> tfds.core.DatasetInfo:
     return common.dataset_info(
-        self,
-        description=(
-            '1200 fundus photos of the REFUGE challenge: 400 train (Zeiss, '
-            '2124x2056 WxH), 400 validation and 400 test (Canon, 1634x1634), '
-            'with optic disc and cup labels. mask: 0 background, 1 disc rim, '
-            '2 cup (the disc is 1 | 2). `fov` is derived from the red '
-            'channel.'),
-        homepage='https://refuge.grand-challenge.org/',
-        citation=_CITATION)
+        self, homepage='https://refuge.grand-challenge.org/')
 
   def _split_generators(self, dl_manager):
     root, entries = common.open_manual_dir(
@@ -86,20 +78,3 @@ VNNNN.bmp, Test400/TNNNN.jpg, REFUGE-Test-GT/Disc_Cup_Masks/{G,N}/TNNNN.bmp.
       mask = common.quantize_levels(grey, LEVELS).astype(np.uint8)
       yield i, common.example(image.basename, img, mask,
                               common.derive_fov(img))
-
-
-_CITATION = """\
-@article{orlando2020refuge,
-  title={REFUGE Challenge: A Unified Framework for Evaluating Automated
-         Methods for Glaucoma Assessment from Fundus Photographs},
-  author={Orlando, Jos{\\'e} Ignacio and Fu, Huazhu and Breda, Jo{\\~a}o
-          Barbosa and van Keer, Karel and Bathula, Deepti R. and
-          Diaz-Pinto, Andr{\\'e}s and Fang, Ruogu and Heng, Pheng-Ann and
-          Kim, Jeyoung and Lee, JoonHo and others},
-  journal={Medical Image Analysis},
-  volume={59},
-  pages={101570},
-  year={2020},
-  doi={10.1016/j.media.2019.101570}
-}
-"""

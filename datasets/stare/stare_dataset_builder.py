@@ -39,14 +39,7 @@ into the manual directory:
 
   def _info(self) -> tfds.core.DatasetInfo:
     return common.dataset_info(
-        self,
-        description=(
-            '20 fundus photos (700x605, WxH) with vessel labels by Adam '
-            'Hoover (labels-ah); half show pathology. Train: the first ten '
-            'ids, test: the last ten. No FOV masks are published: `fov` is '
-            'derived from the red channel.'),
-        homepage='https://cecas.clemson.edu/~ahoover/stare/',
-        citation=_CITATION)
+        self, homepage='https://cecas.clemson.edu/~ahoover/stare/')
 
   def _split_generators(self, dl_manager):
     root, entries = common.open_manual_dir(
@@ -68,18 +61,3 @@ into the manual directory:
   def _generate_examples(self, images, labels, ids):
     for i in ids:
       yield common.binary_example(images[i], labels[i], None)
-
-
-_CITATION = """\
-@article{hoover2000locating,
-  title={Locating Blood Vessels in Retinal Images by Piecewise Threshold
-         Probing of a Matched Filter Response},
-  author={Hoover, A. D. and Kouznetsova, Valentina and Goldbaum, Michael},
-  journal={IEEE Transactions on Medical Imaging},
-  volume={19},
-  number={3},
-  pages={203--210},
-  year={2000},
-  doi={10.1109/42.845178}
-}
-"""

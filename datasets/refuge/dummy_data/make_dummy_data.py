@@ -7,7 +7,8 @@ VNNNN.jpg with REFUGE-Validation400-GT/Disc_Cup_Masks/VNNNN.bmp, Test400/
 TNNNN.jpg with REFUGE-Test-GT/Disc_Cup_Masks/{G,N}/TNNNN.bmp; 32x33 (HxW) for
 train (real 2056x2124) and 26x26 for validation and test (real 1634x1634).
 
-  python -m datasets.refuge.dummy_data.make_dummy_data OUT_DIR [--six-zips|--extracted]
+  python -m datasets.refuge.dummy_data.make_dummy_data OUT_DIR \
+      [--six-zips|--extracted]
 """
 
 import io
