@@ -222,7 +222,13 @@ def index_files(root: os.PathLike | str) -> list[Entry]:
   """Lists every file under `root`, looking inside zip and tar archives."""
   root = os.fspath(root)
   entries = []
+  seen = set()  # Real paths walked: symlinks are followed, loops are not.
   for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    real = os.path.realpath(dirpath)
+    if real in seen:
+      dirnames.clear()
+      continue
+    seen.add(real)
     dirnames.sort()
     for fname in sorted(filenames):
       full = os.path.join(dirpath, fname)

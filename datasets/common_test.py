@@ -232,3 +232,15 @@ def test_config_names_and_aliases():
   with pytest.raises(ValueError, match=r"^d: unknown config 'od'; valid: "
                      r'hard_exudates, optic_disc, ex$'):
     common.check_config_name('d', 'od', configs, {'EX': 'hard_exudates'})
+
+
+def test_index_follows_symlinks_but_not_loops(tmp_path):
+  data = tmp_path / 'elsewhere'
+  data.mkdir()
+  (data / 'Image_01L.jpg').write_bytes(b'x')
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  (manual / 'linked').symlink_to(data, target_is_directory=True)
+  (data / 'loop').symlink_to(data, target_is_directory=True)
+  assert [e.path for e in common.index_files(manual)] == [
+      'linked/Image_01L.jpg']

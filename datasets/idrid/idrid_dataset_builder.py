@@ -86,8 +86,10 @@ b. Testing Set}/<lesion folder>/IDRiD_NN_<code>.tif".
     root, entries = common.open_manual_dir(
         dl_manager, self.name, _EXPECTED, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     images = common.find(entries, r'(?:^|/)IDRiD_(?P<id>\d\d)\.(?i:jpe?g)$')
+    # The publisher's labels are TIFFs; re-encoded mirrors (PNG, JPEG) work.
     labels = common.find(
-        entries, rf'(?:^|/)IDRiD_(?P<id>\d\d)_{cfg.code}\.(?i:tiff?)$')
+        entries,
+        rf'(?:^|/)IDRiD_(?P<id>\d\d)_{cfg.code}\.(?i:tiff?|png|jpe?g)$')
     ids = TRAIN_IDS + TEST_IDS
     missing = [f'1. Original Images/.../IDRiD_{i}.jpg' for i in ids
                if i not in images]
