@@ -1,0 +1,3 @@
+"""IDRiD lesion segmentation dataset."""
+
+from datasets.idrid.idrid_dataset_builder import Builder
