@@ -255,7 +255,8 @@ def train_dataset(
   ds = ds.shuffle(seed=_seed(config, _SHUFFLE_STREAM)).repeat()
   ds = ds.map_with_index(load)
   # Blocks of b consecutive elements; every process_count-th block is ours.
-  ds = ds.batch(local)
+  # (drop_remainder: the stream is endless, and it keeps len() an exact int.)
+  ds = ds.batch(local, drop_remainder=True)
   return ds.slice(slice(process_index, None, process_count))
 
 
