@@ -213,8 +213,10 @@ _HDIV = _division_table((180 << 12) / 6)  # Hue: 30·delta / diff per sector.
 
 def rgb_to_hsv(image: np.ndarray) -> np.ndarray:
   """`cv2.COLOR_RGB2HSV` on uint8: H in 0..179, S and V in 0..255."""
-  x = image.astype(np.int32)
-  r, g, b = x[..., 0], x[..., 1], x[..., 2]
+  # Planar copies: contiguous channels make every step below a fast loop.
+  r, g, b = np.ascontiguousarray(
+      image.reshape(-1, 3).T, dtype=np.int32
+  )
   v = np.maximum(np.maximum(r, g), b)
   diff = v - np.minimum(np.minimum(r, g), b)
   half = 1 << 11
@@ -224,12 +226,16 @@ def rgb_to_hsv(image: np.ndarray) -> np.ndarray:
   h = np.where(v == r, g - b, h)
   h = (h * np.take(_HDIV, diff) + half) >> 12
   h += np.where(h < 0, 180, 0)
-  return np.stack([h, s, v], axis=-1).astype(np.uint8)
+  hsv = np.empty((h.size, 3), np.uint8)
+  hsv[:, 0], hsv[:, 1], hsv[:, 2] = h, s, v
+  return hsv.reshape(image.shape)
 
 
-# For each hue sector, which of (v, p, q, t) is red, green and blue.
-_SECTOR_SOURCES = np.array(
-    [[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]]
+# For each hue sector, which of (v, p, q, t) is red, green and blue, as the
+# bit shift of that candidate inside a little-endian uint32 (v, p, q, t).
+_SECTOR_SHIFTS = 8 * np.array(
+    [[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]],
+    np.uint32,
 )
 
 
@@ -247,14 +253,22 @@ def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
   h = np.where(h >= 6, h - 6, h)
   sector = np.floor(h)
   f = h - sector
-  candidates = np.stack(
-      [v, v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))]
-  )  # v, p, q, t; with s = 0 all four equal v, OpenCV's grey case.
-  candidates = np.clip(np.floor(candidates * np.float32(255)), 0, 255)
-  candidates = candidates.astype(np.uint8)
-  source = np.take(_SECTOR_SOURCES, np.minimum(sector.astype(np.int64), 5), 0)
-  pixel = np.arange(x.shape[0])[:, None]
-  return np.take(candidates, source * x.shape[0] + pixel).reshape(hsv.shape)
+  # v, p, q, t; with s = 0 all four equal v, which is OpenCV's grey case.
+  candidates = np.empty((x.shape[0], 4), np.float32)
+  candidates[:, 0] = v
+  candidates[:, 1] = v * (1 - s)
+  candidates[:, 2] = v * (1 - s * f)
+  candidates[:, 3] = v * (1 - s * (1 - f))
+  candidates *= 255
+  np.floor(candidates, out=candidates)
+  np.clip(candidates, 0, 255, out=candidates)
+  # One uint32 per pixel; each channel shifts out the candidate it needs.
+  packed = candidates.astype(np.uint8).view('<u4')[:, 0]
+  sector = np.minimum(sector.astype(np.intp), 5)
+  rgb = np.empty((x.shape[0], 3), np.uint8)
+  for c in range(3):
+    rgb[:, c] = packed >> np.take(_SECTOR_SHIFTS[:, c], sector)
+  return rgb.reshape(hsv.shape)
 
 
 # ----------------------------------------------------------------------------

@@ -48,8 +48,10 @@ def available_datasets() -> list[str]:
   )
 
 
-def get_builder(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """The TFDS builder of `data.name` (imported from datasets/ to register it)."""
+def get_builder(
+    data_cfg: ml_collections.ConfigDict,
+) -> tfds.core.DatasetBuilder:
+  """The TFDS builder of `data.name`, imported from datasets/ to register."""
   name = data_cfg.name
   names = available_datasets()
   if name not in names:

@@ -160,7 +160,9 @@ def reference_bilinear(img, matrix):
           + fy * ((1 - fx) * px(y0 + 1, x0) + fx * px(y0 + 1, x0 + 1)))
 
 
-@pytest.mark.parametrize('angle,dx,dy', [(37.0, 0.05, -0.08), (-60.0, -0.1, 0.1)])
+@pytest.mark.parametrize(
+    'angle,dx,dy', [(37.0, 0.05, -0.08), (-60.0, -0.1, 0.1)]
+)
 def test_bilinear_warp_against_float64_reference(angle, dx, dy):
   rng = np.random.default_rng(6)
   img = smooth_image(rng, 41, 53)
@@ -187,8 +189,9 @@ def test_nearest_warp_against_reference():
 
 
 @needs_cv2
-@pytest.mark.parametrize('angle,dx,dy', [(30.0, 0.05, -0.07), (-59.0, -0.1, 0.1),
-                                         (12.3, 0.01, 0.02), (90.0, 0.0, 0.0)])
+@pytest.mark.parametrize('angle,dx,dy', [
+    (30.0, 0.05, -0.07), (-59.0, -0.1, 0.1), (12.3, 0.01, 0.02), (90.0, 0, 0)
+])
 def test_shift_rotate_matches_cv2(angle, dx, dy):
   rng = np.random.default_rng(8)
   img = smooth_image(rng, 57, 71, sigma=1.5)
@@ -287,7 +290,8 @@ def test_colour_ops_match_cv2():
   x = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
   gray = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
   np.testing.assert_array_equal(A.rgb_to_gray(x), gray)
-  np.testing.assert_array_equal(A.rgb_to_hsv(x), cv2.cvtColor(x, cv2.COLOR_RGB2HSV))
+  np.testing.assert_array_equal(
+      A.rgb_to_hsv(x), cv2.cvtColor(x, cv2.COLOR_RGB2HSV))
   for f in (0.63, 0.93, 1.37):
     np.testing.assert_array_equal(
         A.adjust_brightness(x, f),

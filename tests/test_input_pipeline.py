@@ -60,7 +60,8 @@ def test_prepare_builds_without_tensorflow(data_dir):
 def test_unknown_dataset_lists_available_ones(data_dir):
   cfg = make_config(data_dir)
   cfg.data.name = 'no_such_set'
-  with pytest.raises(ValueError, match=r"data.name 'no_such_set'.*synthetic_fundus"):
+  with pytest.raises(
+      ValueError, match=r"data.name 'no_such_set'.*synthetic_fundus"):
     ip.get_builder(cfg.data)
   assert 'synthetic_fundus' in ip.available_datasets()
 
@@ -72,7 +73,8 @@ def test_unknown_dataset_lists_available_ones(data_dir):
 def test_make_example_without_resize_keeps_the_original(data_dir):
   record = source(make_config(data_dir))[0]
   ex = ip.make_example(record, (80, 96), 2)
-  np.testing.assert_array_equal(ex['hr'], record['image'] / np.float32(255) * 2 - 1)
+  want = record['image'] / np.float32(255) * 2 - 1
+  np.testing.assert_array_equal(ex['hr'], want)
   np.testing.assert_array_equal(ex['mask'], record['mask'][..., 0])
   np.testing.assert_array_equal(ex['fov'], record['fov'][..., 0])
   lr = augment.resize_bicubic(record['image'], (40, 48))
@@ -110,7 +112,8 @@ def test_lr_and_hr_come_from_the_original(data_dir):
 
 def test_hr_size_must_be_divisible_by_upscale(data_dir):
   record = source(make_config(data_dir))[0]
-  with pytest.raises(ValueError, match=r'data.hr_size \(63, 80\).*model.upscale 2'):
+  with pytest.raises(
+      ValueError, match=r'data.hr_size \(63, 80\).*model.upscale 2'):
     ip.make_example(record, (63, 80), 2)
   cfg = make_config(data_dir, hr_size=(64, 81))
   with pytest.raises(ValueError, match='data.hr_size'):
@@ -178,37 +181,46 @@ def test_augmentation_is_applied_and_seeded_per_element(data_dir):
   one.batch_size = 1
   single = ip.train_dataset(one)
   for g in (0, 5, 13):
-    np.testing.assert_array_equal(single[g]['hr'][0], augmented[g // 4]['hr'][g % 4])
+    np.testing.assert_array_equal(
+        single[g]['hr'][0], augmented[g // 4]['hr'][g % 4])
 
 
 def test_processes_read_disjoint_covering_parts(data_dir):
   cfg = make_config(data_dir)
   full = ip.train_dataset(cfg)
-  parts = [ip.train_dataset(cfg, process_index=p, process_count=2) for p in (0, 1)]
+  parts = [
+      ip.train_dataset(cfg, process_index=p, process_count=2) for p in (0, 1)
+  ]
   for step in (0, 1, 6):
     assert parts[0][step]['hr'].shape[0] == 2
     joined = {k: np.concatenate([parts[0][step][k], parts[1][step][k]])
               for k in full[step]}
     assert_batches_equal(joined, full[step])
-  with pytest.raises(ValueError, match='batch_size 4 must be a positive multiple'):
+  with pytest.raises(
+      ValueError, match='batch_size 4 must be a positive multiple'):
     ip.train_dataset(cfg, process_index=0, process_count=3)
   with pytest.raises(ValueError, match='process_index 2'):
     ip.train_dataset(cfg, process_index=2, process_count=2)
 
 
 def test_random_crop_is_aligned(data_dir):
-  cfg = make_config(data_dir, augment=False, hr_size=(80, 96), crop_size=(32, 48))
+  cfg = make_config(
+      data_dir, augment=False, hr_size=(80, 96), crop_size=(32, 48))
   crop = ip.train_dataset(cfg)[0]
-  whole = ip.train_dataset(make_config(data_dir, augment=False, hr_size=(80, 96)))[0]
-  assert crop['hr'].shape == (4, 32, 48, 3) and crop['lr'].shape == (4, 16, 24, 3)
+  cfg = make_config(data_dir, augment=False, hr_size=(80, 96))
+  whole = ip.train_dataset(cfg)[0]
+  assert crop['hr'].shape == (4, 32, 48, 3)
+  assert crop['lr'].shape == (4, 16, 24, 3)
   for i in range(4):
     hits = [(y, x) for y in range(0, 49, 2) for x in range(0, 49, 2)
-            if np.array_equal(whole['hr'][i, y:y + 32, x:x + 48], crop['hr'][i])]
+            if np.array_equal(whole['hr'][i, y:y + 32, x:x + 48],
+                              crop['hr'][i])]
     assert hits, 'HR crop not found at an offset that is a multiple of r'
     y, x = hits[0]
     np.testing.assert_array_equal(
         crop['lr'][i], whole['lr'][i, y // 2:y // 2 + 16, x // 2:x // 2 + 24])
-    np.testing.assert_array_equal(crop['mask'][i], whole['mask'][i, y:y + 32, x:x + 48])
+    np.testing.assert_array_equal(
+        crop['mask'][i], whole['mask'][i, y:y + 32, x:x + 48])
   with pytest.raises(ValueError, match='data.crop_size'):
     ip.train_dataset(make_config(data_dir, crop_size=(33, 48)))
   with pytest.raises(ValueError, match='larger than data.hr_size'):
@@ -247,5 +259,7 @@ def test_eval_batches_split_over_processes(data_dir):
   assert len(full) == len(parts[0]) == len(parts[1]) == 1
   np.testing.assert_array_equal(parts[0][0]['valid'], [1, 1])
   np.testing.assert_array_equal(parts[1][0]['valid'], [1, 0])
-  joined = {k: np.concatenate([parts[0][0][k], parts[1][0][k]]) for k in full[0]}
+  joined = {
+      k: np.concatenate([parts[0][0][k], parts[1][0][k]]) for k in full[0]
+  }
   assert_batches_equal(joined, full[0])

@@ -22,7 +22,7 @@ MAX_WIDTH = 5.0  # Widest trunk, in pixels.
 MIN_WIDTH = 1.0  # Branches thinner than this stop growing.
 
 _SPLIT_CODES = {'train': 0, 'validation': 1, 'test': 2}
-_SEED_SALT = 0x5F0DD5  # Keeps these streams apart from other users of (split, i).
+_SEED_SALT = 0x5F0DD5  # Keeps these streams apart from other (split, i) uses.
 
 
 @dataclasses.dataclass
@@ -69,7 +69,8 @@ def generate(
       rng, height, width, fov, (od_y, od_x), od_r, radius, max_width
   )
   image = shade * (1.0 - darkness[..., None])
-  image += rng.normal(0.0, rng.uniform(1.5, 4.0), image.shape).astype(np.float32)
+  noise = rng.normal(0.0, rng.uniform(1.5, 4.0), image.shape)
+  image += noise.astype(np.float32)
   image *= _soft_edge(dist, radius)[..., None]
   image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
   return Example(
@@ -90,13 +91,14 @@ def _background(rng, yy, xx, dist, cy, cx, radius, od_y, od_x, od_r, side):
   # Low-frequency illumination: a coarse random grid, smoothly upsampled.
   coarse = rng.uniform(0.88, 1.12, (5, 5)).astype(np.float32)
   light = np.asarray(
-      Image.fromarray(coarse, mode='F').resize((width, height), Image.BICUBIC)
+      Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
   )
   shade = base * (vignette * light)[..., None]
   # The macula is a darker patch on the far side of the centre.
   mac_y = cy + rng.uniform(-0.05, 0.05) * radius
   mac_x = cx - side * rng.uniform(0.2, 0.3) * radius
-  mac = np.exp(-((yy - mac_y) ** 2 + (xx - mac_x) ** 2) / (2 * (0.12 * radius) ** 2))
+  mac_d2 = (yy - mac_y) ** 2 + (xx - mac_x) ** 2
+  mac = np.exp(-mac_d2 / (2 * (0.12 * radius) ** 2))
   shade *= (1.0 - rng.uniform(0.15, 0.3) * mac)[..., None]
   # The optic disc is a bright yellowish spot that blends into the retina.
   disc = np.exp(-(((yy - od_y) ** 2 + (xx - od_x) ** 2) / od_r**2) ** 2)
@@ -115,7 +117,6 @@ class _Branch:
   points: list[tuple[float, float]]  # (x, y) polyline, as PIL wants it.
   width: float
   contrast: float
-  depth: int
 
 
 def _vessel_maps(rng, height, width, fov, disc, disc_r, radius, max_width):
@@ -138,18 +139,18 @@ def _vessel_maps(rng, height, width, fov, disc, disc_r, radius, max_width):
   rounds = 0
   drawn = 0
   while rounds < 24:
-    angles = [a + rng.normal(0, 0.25) for a in base_angles]
-    if rounds:
+    # First the main trunks; then thinner extra trees until dense enough.
+    if rounds == 0:
+      angles = [a + rng.normal(0, 0.25) for a in base_angles]
+      widths = (0.7, 1.0)
+    else:
       angles = list(rng.uniform(-np.pi, np.pi, 3))
+      widths = (0.4, 0.7)
     roots = []
     for angle in angles:
       start = (disc[1] + np.cos(angle) * disc_r * 0.3,
                disc[0] + np.sin(angle) * disc_r * 0.3)
-      if rounds:
-        w = rng.uniform(0.4, 0.7) * max_width
-      else:
-        w = rng.uniform(0.7, 1.0) * max_width
-      roots.append((start, angle, w))
+      roots.append((start, angle, rng.uniform(*widths) * max_width))
     branches = grower.trees(roots)
     for branch in branches:
       line_w = int(np.clip(round(branch.width), MIN_WIDTH, max_width))
@@ -188,7 +189,7 @@ class _Grower:
     while frontier:
       nxt = []
       for start, angle, w, depth in frontier:
-        branch, end, end_angle = self._walk(start, angle, w, depth)
+        branch, end, end_angle = self._walk(start, angle, w)
         if branch is None:
           continue
         out.append(branch)
@@ -203,7 +204,7 @@ class _Grower:
       frontier = nxt
     return out
 
-  def _walk(self, start, angle, w, depth):
+  def _walk(self, start, angle, w):
     rng = self.rng
     height, width = self.fov.shape
     length = self.radius * rng.uniform(0.18, 0.3) * (0.6 + w / self.max_width)
@@ -223,5 +224,5 @@ class _Grower:
     if len(points) < 2:
       return None, None, None
     contrast = rng.uniform(0.22, 0.4) * (0.55 + 0.45 * w / self.max_width)
-    branch = _Branch(points=points, width=w, contrast=contrast, depth=depth)
+    branch = _Branch(points=points, width=w, contrast=contrast)
     return branch, points[-1], angle

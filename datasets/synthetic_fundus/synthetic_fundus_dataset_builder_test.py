@@ -1,4 +1,4 @@
-"""Builds synthetic_fundus into a temp data_dir and reads it back, without TF."""
+"""Builds synthetic_fundus in a temp data_dir and reads it back, without TF."""
 
 import sys
 
@@ -102,7 +102,8 @@ def test_deterministic_bytes_per_split_and_index():
 
 
 def test_vessel_widths_span_one_to_five_pixels():
-  ex = fundus_generator.generate(256, 256, fundus_generator.example_seed('train', 0))
+  seed = fundus_generator.example_seed('train', 0)
+  ex = fundus_generator.generate(256, 256, seed)
   mask = ex.mask.astype(bool)
   # Horizontal run lengths of vessel pixels approximate local widths.
   runs = []
