@@ -1,0 +1,334 @@
+"""TFDS data source → DS2F HR/LR pairs → grain batches, without TensorFlow.
+
+Datasets are TFDS builders under `datasets/<name>/`, prepared as array_record
+files and read by random access (`builder.as_data_source`). Training batches
+form a grain `MapDataset` indexed by the global step: batch `k` is a pure
+function of (config, k), so resuming at step `k` needs no iterator state.
+
+Every example becomes the pair of method spec §4.7 (decisions 9.9-9.11):
+augment at the original resolution, then HR = bicubic resize of the augmented
+original to `data.hr_size` (mask and FOV nearest), LR = bicubic resize of the
+same augmented original to `hr_size / r`, both normalised to [-1, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+import importlib
+import pathlib
+from typing import Any
+
+import grain
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from ds2f_jax import augment
+
+# Independent random streams derived from config.seed.
+_SHUFFLE_STREAM = 0
+_AUGMENT_STREAM = 1
+
+
+# ----------------------------------------------------------------------------
+# Builders.
+
+
+def _datasets_dir() -> pathlib.Path:
+  return pathlib.Path(importlib.import_module('datasets').__file__).parent
+
+
+def available_datasets() -> list[str]:
+  """Names of the dataset folders (TFDS builders) under datasets/."""
+  root = _datasets_dir()
+  return sorted(
+      p.name
+      for p in root.iterdir()
+      if p.is_dir() and (p / '__init__.py').exists()
+  )
+
+
+def get_builder(
+    data_cfg: ml_collections.ConfigDict,
+) -> tfds.core.DatasetBuilder:
+  """The TFDS builder of `data.name`, imported from datasets/ to register."""
+  name = data_cfg.name
+  names = available_datasets()
+  if name not in names:
+    raise ValueError(
+        f'data.name {name!r} is not a dataset under {_datasets_dir()};'
+        f' available: {", ".join(names)}.'
+    )
+  importlib.import_module(f'datasets.{name}')
+  return tfds.builder(
+      name, data_dir=data_cfg.data_dir or None, config=data_cfg.config or None
+  )
+
+
+def prepare(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The builder, prepared as array_record (built now if it is not yet)."""
+  builder = get_builder(data_cfg)
+  if not builder.is_prepared():
+    builder.download_and_prepare(
+        file_format='array_record',
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=data_cfg.manual_dir or None
+        ),
+    )
+  return builder
+
+
+# ----------------------------------------------------------------------------
+# One example.
+
+
+def check_sizes(hr_size: Sequence[int], upscale: int) -> tuple[int, int]:
+  """Validates (height, width) of the HR target against the upscale rate r."""
+  if len(hr_size) != 2 or any(int(v) <= 0 for v in hr_size):
+    raise ValueError(
+        f'data.hr_size must be (height, width) of positive ints, got {hr_size}.'
+    )
+  if int(upscale) < 1:
+    raise ValueError(f'model.upscale must be a positive int, got {upscale}.')
+  height, width = (int(v) for v in hr_size)
+  if height % upscale or width % upscale:
+    raise ValueError(
+        f'data.hr_size {tuple(hr_size)} is not divisible by model.upscale'
+        f' {upscale}: the LR input would not be exactly HR / r.'
+    )
+  return height, width
+
+
+def make_example(
+    record: Mapping[str, Any],
+    hr_size: Sequence[int],
+    upscale: int,
+    rng: np.random.Generator | None = None,
+) -> dict[str, np.ndarray]:
+  """The training pair of one decoded record (spec §4.7).
+
+  Args:
+    record: 'image' (H, W, 3) uint8, 'mask' (H, W[, 1]) class ids and 'fov'
+      (H, W[, 1]) 0/1, as the project's builders store them.
+    hr_size: (height, width) of the HR target, divisible by `upscale`.
+    upscale: r; the LR input is hr_size / r.
+    rng: augments (official recipe) at the original resolution when given.
+
+  Returns:
+    'lr' (h, w, 3) and 'hr' (H, W, 3) float32 in [-1, 1]; 'mask' (H, W) int32;
+    'fov' (H, W) uint8.
+  """
+  height, width = check_sizes(hr_size, upscale)
+  image = np.asarray(record['image'])
+  mask = _plane(record['mask'])
+  fov = _plane(record['fov'])
+  if rng is not None:
+    image, (mask, fov) = augment.augment(image, (mask, fov), rng)
+  if image.shape[:2] == (height, width):
+    hr = image
+  else:
+    hr = augment.resize_bicubic(image, (height, width))
+    mask = augment.resize_nearest(mask, (height, width))
+    fov = augment.resize_nearest(fov, (height, width))
+  # LR comes from the augmented original, not from HR (decision 9.10).
+  lr = augment.resize_bicubic(image, (height // upscale, width // upscale))
+  return {
+      'lr': normalise(lr),
+      'hr': normalise(hr),
+      'mask': mask.astype(np.int32),
+      'fov': fov.astype(np.uint8),
+  }
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+  """uint8 → float32 x / 255 · 2 − 1 in [-1, 1] (mean 0.5, std 0.5)."""
+  out = image.astype(np.float32)
+  out /= 255
+  out *= 2
+  out -= 1
+  return out
+
+
+def random_crop(
+    example: Mapping[str, np.ndarray],
+    crop_size: Sequence[int],
+    upscale: int,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+  """An aligned HR/LR crop: HR offsets are multiples of r, LR = HR / r."""
+  ch, cw = (int(v) for v in crop_size)
+  height, width = example['hr'].shape[:2]
+  y = int(rng.integers(0, (height - ch) // upscale + 1)) * upscale
+  x = int(rng.integers(0, (width - cw) // upscale + 1)) * upscale
+  out = {
+      key: example[key][y : y + ch, x : x + cw]
+      for key in ('hr', 'mask', 'fov')
+  }
+  ly, lx = y // upscale, x // upscale
+  out['lr'] = example['lr'][ly : ly + ch // upscale, lx : lx + cw // upscale]
+  return out
+
+
+def _plane(x: Any) -> np.ndarray:
+  x = np.asarray(x)
+  return x[..., 0] if x.ndim == 3 else x
+
+
+def _check_crop(
+    crop_size: Sequence[int], hr_size: tuple[int, int], upscale: int
+) -> tuple[int, int] | None:
+  if not crop_size:
+    return None
+  if len(crop_size) != 2 or any(int(v) <= 0 for v in crop_size):
+    raise ValueError(
+        f'data.crop_size must be () or (height, width), got {crop_size}.'
+    )
+  ch, cw = (int(v) for v in crop_size)
+  if ch % upscale or cw % upscale:
+    raise ValueError(
+        f'data.crop_size {tuple(crop_size)} is not divisible by model.upscale'
+        f' {upscale}.'
+    )
+  if ch > hr_size[0] or cw > hr_size[1]:
+    raise ValueError(
+        f'data.crop_size {tuple(crop_size)} is larger than data.hr_size'
+        f' {hr_size}.'
+    )
+  return ch, cw
+
+
+def _seed(config: ml_collections.ConfigDict, stream: int) -> int:
+  seed = int(config.seed)
+  if seed < 0:
+    raise ValueError(f'seed must be a non-negative int, got {seed}.')
+  return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+
+
+def _local_batch_size(batch_size: int, process_count: int, key: str) -> int:
+  if batch_size <= 0 or batch_size % process_count:
+    raise ValueError(
+        f'{key} {batch_size} must be a positive multiple of the process count'
+        f' {process_count}.'
+    )
+  return batch_size // process_count
+
+
+# ----------------------------------------------------------------------------
+# Training.
+
+
+def train_dataset(
+    config: ml_collections.ConfigDict,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
+  """Item `ds[step]` is this process's part of the global batch of `step`.
+
+  The split is reshuffled every epoch and repeats forever; the stream of
+  examples runs across epoch boundaries (every batch is full). Element `g` of
+  the global stream is augmented with a generator seeded by (seed, g), so any
+  batch can be recomputed from its index alone: resuming at step k is reading
+  from index k. Global batch k holds elements k·B .. k·B + B − 1, and process
+  p reads the contiguous block p·b .. p·b + b − 1 of it (b = B / processes).
+  """
+  local = _local_batch_size(config.batch_size, process_count, 'batch_size')
+  if not 0 <= process_index < process_count:
+    raise ValueError(
+        f'process_index {process_index} is outside [0, {process_count}).'
+    )
+  upscale = int(config.model.upscale)
+  hr_size = check_sizes(config.data.hr_size, upscale)
+  crop = _check_crop(config.data.crop_size, hr_size, upscale)
+  do_augment = bool(config.data.augment)
+  source = prepare(config.data).as_data_source(config.data.train_split)
+  augment_seed = _seed(config, _AUGMENT_STREAM)
+
+  def load(index: int, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([augment_seed, index])
+    example = make_example(
+        record, hr_size, upscale, rng if do_augment else None
+    )
+    if crop is not None:
+      example = random_crop(example, crop, upscale, rng)
+    return example
+
+  ds = grain.MapDataset.source(source)
+  ds = ds.shuffle(seed=_seed(config, _SHUFFLE_STREAM)).repeat()
+  ds = ds.map_with_index(load)
+  # Blocks of b consecutive elements; every process_count-th block is ours.
+  # (drop_remainder: the stream is endless, and it keeps len() an exact int.)
+  ds = ds.batch(local, drop_remainder=True)
+  return ds.slice(slice(process_index, None, process_count))
+
+
+def train_iterator(
+    config: ml_collections.ConfigDict,
+    start_step: int,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Batches of steps start_step, start_step + 1, ... prepared by threads."""
+  ds = train_dataset(
+      config, process_index=process_index, process_count=process_count
+  )
+  ds = ds.slice(slice(int(start_step), None))
+  options = grain.ReadOptions(
+      num_threads=int(config.data.num_workers),
+      prefetch_buffer_size=int(config.data.prefetch),
+  )
+  return iter(ds.to_iter_dataset(options))
+
+
+# ----------------------------------------------------------------------------
+# Evaluation.
+
+
+def eval_batches(
+    config: ml_collections.ConfigDict,
+    split: str,
+    batch_size: int,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Every example of `split` once, in order, at HR, without augmentation.
+
+  All batches have the same shape so that a jitted eval step compiles once:
+  the last one is padded with zero examples, and 'valid' (B,) float32 marks
+  real examples with 1. 'index' (B,) int32 is the example's position in the
+  split (−1 for padding). `batch_size` is global; each process gets its
+  contiguous block of every batch.
+  """
+  local = _local_batch_size(batch_size, process_count, 'eval batch_size')
+  upscale = int(config.model.upscale)
+  hr_size = check_sizes(config.data.hr_size, upscale)
+  source = prepare(config.data).as_data_source(split)
+  count = len(source)
+  padded = -(-count // batch_size) * batch_size
+  height, width = hr_size
+  blank = {
+      'lr': np.zeros((height // upscale, width // upscale, 3), np.float32),
+      'hr': np.zeros((height, width, 3), np.float32),
+      'mask': np.zeros((height, width), np.int32),
+      'fov': np.zeros((height, width), np.uint8),
+  }
+
+  def load(index: int) -> dict[str, np.ndarray]:
+    if index < count:
+      example = make_example(source[index], hr_size, upscale)
+      valid = 1.0
+    else:
+      example, valid, index = blank, 0.0, -1
+    return dict(
+        example, valid=np.float32(valid), index=np.int32(index)
+    )
+
+  ds = grain.MapDataset.range(padded).map(load).batch(local)
+  ds = ds.slice(slice(process_index, None, process_count))
+  options = grain.ReadOptions(
+      num_threads=int(config.data.num_workers),
+      prefetch_buffer_size=int(config.data.prefetch),
+  )
+  return iter(ds.to_iter_dataset(options))
