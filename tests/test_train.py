@@ -124,7 +124,7 @@ def _main(*args, timeout=300):
 @pytest.mark.parametrize('override, expected', [
     ('--config.model.nam=x', "--config.model.nam ('nam' is not a key"),
     ('--config.model.name=nope', "model.name='nope' is unknown"),
-    ('--config.data.name=nope', "data.name='nope'"),
+    ('--config.data.name=nope', "data.name 'nope' is not a dataset"),
     ('--config.model.num_classes=1', 'model.num_classes=1'),
     ('--config.data.hr_size=(65,64)', 'data.hr_size=(65, 64) is not divisible by model.upscale=2'),
     ('--config.data.hr_size=(16,16)', 'too small'),
