@@ -432,16 +432,16 @@ def resize_bicubic(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   nearest (ties to even, as cv2 does) and saturated; float input gives float32.
 
   Each axis is a 4-tap weighted sum of gathered rows (the product with a
-  banded weight matrix, without its zeros). A dense BLAS matmul was as fast
-  alone but 10-20x slower under the threaded input pipeline on a busy host,
-  where OpenBLAS threads contend with the reader threads.
+  banded weight matrix, without its zeros). A dense BLAS product was no
+  faster alone and, with OpenBLAS threads competing with the reader threads,
+  up to 20x slower on a busy 2-core host; it also grows with the input size.
   """
   out_h, out_w = (int(v) for v in size)
   if out_h <= 0 or out_w <= 0:
     raise ValueError(f'resize_bicubic: size must be positive, got {size}.')
   height, width = x.shape[:2]
   if (height, width) == (out_h, out_w):
-    return x.copy()
+    return x.copy() if x.dtype == np.uint8 else x.astype(np.float32)
   y = x[..., None] if x.ndim == 2 else x
   # Work on (C, rows, cols) float32 and resample axis 1, transposing between
   # the two passes; the axis that shrinks more goes first.
