@@ -361,6 +361,8 @@ def test_bicubic_grey_identity_and_errors():
   np.testing.assert_array_equal(
       out, A.resize_bicubic(np.repeat(img[..., None], 3, -1), (10, 48))[..., 0])
   np.testing.assert_array_equal(A.resize_bicubic(img, (20, 24)), img)
+  same = A.resize_bicubic(img.astype(np.float64), (20, 24))
+  assert same.dtype == np.float32 and np.array_equal(same, img)
   with pytest.raises(ValueError, match='positive'):
     A.resize_bicubic(img, (0, 4))
 
