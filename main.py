@@ -29,7 +29,17 @@ def _run(mode, config, workdir):
   train.train_and_evaluate(config, workdir)
 
 
+class _QuietLibraries(logging.logging.Filter):
+  """Keeps orbax's per-save INFO chatter out of the console; warnings still show."""
+
+  def filter(self, record):
+    return record.levelno >= logging.logging.WARNING or '/orbax/' not in record.pathname
+
+
 def main(argv):
+  handler = logging.get_absl_handler()
+  for h in (handler, getattr(handler, 'python_handler', handler)):
+    h.addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
