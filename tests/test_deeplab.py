@@ -118,7 +118,7 @@ def test_aspp_rates_follow_output_stride():
 
 
 def test_init_bounds():
-  """Backbone: kaiming_uniform(a=0), U(+-sqrt(6/fan_in)); heads: PyTorch's default 1/sqrt(fan_in)."""
+  """Backbone: kaiming_uniform(a=0), U(+-sqrt(6/fan_in)); heads: PyTorch's U(+-1/sqrt(fan_in))."""
   x = jnp.zeros((1, 8, 8, 64))
   p = jax.jit(lambda k: deeplab.Bottleneck(16).init(k, x, False))(jax.random.key(0))['params']
   for name, fan_in in (('conv1', 64), ('conv2', 16 * 9), ('conv3', 16)):
@@ -344,8 +344,8 @@ def loaded_backbone(tmp_path_factory):
   zeros = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
   variables = pretrained.load_backbone(zeros, path)
   # Everything outside the backbone is untouched.
-  assert not any(np.any(a) for a in jax.tree_util.tree_leaves(variables['params']['encoder']['aspp']))
-  assert not any(np.any(a) for a in jax.tree_util.tree_leaves(variables['params']['sfem']))
+  for part in (variables['params']['encoder']['aspp'], variables['params']['sfem']):
+    assert not any(np.any(a) for a in jax.tree_util.tree_leaves(part))
   backbone = {c: variables[c]['encoder']['backbone'] for c in ('params', 'batch_stats')}
   x = np.random.default_rng(1).normal(size=(2, 75, 91, 3))
   net = deeplab.ResNet()
