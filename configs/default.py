@@ -37,7 +37,7 @@ def get_config():
   c.data.prefetch = 4  # Batches prepared ahead of the step.
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'ds2f_unet'
+  c.model.name = 'ds2f_unet'  # ds2f_unet | ds2f_deeplabv3plus.
   c.model.width = 64  # Channels of the first UNet stage (the paper's 64).
   c.model.upscale = 2  # r: HR = LR * r.
   c.model.num_classes = 2  # Binary tasks use 2 classes with softmax CE.
@@ -45,6 +45,9 @@ def get_config():
   c.model.variant = 'ds2f'  # ds2f | ds2f_after | dual_stream | seg_only | seg_hr.
   c.model.sfem_hidden = 32  # CrossGL hidden width.
   c.model.rcab_global_pool = False  # True = the earlier SE-style RCAB (decision 9.1).
+  c.model.backbone = 'resnet50'  # ds2f_deeplabv3plus: resnet50 | resnet101.
+  c.model.output_stride = 8  # ds2f_deeplabv3plus: 8 (ASPP 12/24/36) | 16 (ASPP 6/12/18).
+  c.model.pretrained = ''  # ds2f_deeplabv3plus: ImageNet ResNet .npz ('' = random init).
 
   c.loss = ml_collections.ConfigDict()
   c.loss.ce_weight = 1.0  # CE(out, mask).

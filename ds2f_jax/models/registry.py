@@ -1,12 +1,29 @@
 """model.name -> model; validation of the model config against the method's limits."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 
-from ds2f_jax.models import ds2f, unet
+from ds2f_jax.models import deeplab, ds2f, unet
 
-# Smallest LR side each encoder accepts (UNet: four 2x poolings leave >= 1 pixel).
-_MIN_LR_SIDE = {'ds2f_unet': 16}
+# Per family: smallest LR side, smallest training batch, extra config checks.
+_MIN_LR_SIDE = {}
+_MIN_TRAIN_BATCH = {}
+_VALIDATORS = {}
+_BUILDERS = {}
+
+
+def register(name, builder, min_lr_side, min_train_batch=1, validate_fn=None):
+  """Adds a model family: builder(model_cfg, dtype, remat) -> DS2F keyword arguments.
+
+  validate_fn(model_cfg) raises ValueError / FileNotFoundError on family-specific
+  settings it cannot build.
+  """
+  _BUILDERS[name] = builder
+  _MIN_LR_SIDE[name] = min_lr_side
+  _MIN_TRAIN_BATCH[name] = min_train_batch
+  _VALIDATORS[name] = validate_fn
 
 
 def _unet(cfg, dtype, remat):
@@ -15,13 +32,35 @@ def _unet(cfg, dtype, remat):
               sr_decoder=unet.UNetDecoder(**kw), align_corners=True)
 
 
-_BUILDERS = {'ds2f_unet': _unet}
+def _validate_unet(cfg):
+  if cfg.get('pretrained', ''):
+    raise ValueError(f'model.pretrained={cfg.pretrained!r}: pretrained weights exist only for '
+                     'the ResNet backbone of ds2f_deeplabv3plus; use model.pretrained=""')
 
 
-def register(name, builder, min_lr_side):
-  """Adds a model family: builder(model_cfg, dtype, remat) -> DS2F keyword arguments."""
-  _BUILDERS[name] = builder
-  _MIN_LR_SIDE[name] = min_lr_side
+def _deeplab(cfg, dtype, remat):
+  enc = deeplab.DeepLabEncoder(cfg.backbone, cfg.output_stride, dtype=dtype, remat=remat)
+  return dict(encoder=enc, seg_decoder=deeplab.DeepLabDecoder(dtype=dtype, remat=remat),
+              sr_decoder=deeplab.DeepLabDecoder(dtype=dtype, remat=remat), align_corners=False)
+
+
+def _validate_deeplab(cfg):
+  if cfg.backbone not in deeplab.RESNET_DEPTHS:
+    raise ValueError(f'model.backbone={cfg.backbone!r} is not one of '
+                     f'{sorted(deeplab.RESNET_DEPTHS)}')
+  if cfg.output_stride not in deeplab.OUTPUT_STRIDES:
+    raise ValueError(f'model.output_stride={cfg.output_stride} is not one of '
+                     f'{sorted(deeplab.OUTPUT_STRIDES)}')
+  if cfg.pretrained and not os.path.isfile(cfg.pretrained):
+    raise FileNotFoundError(f'model.pretrained={cfg.pretrained!r}: no such file')
+
+
+register('ds2f_unet', _unet, min_lr_side=16, validate_fn=_validate_unet)
+# 128: the official limit (CAGL's 32x32 kernel on the stride-4 map). CrossGL has no
+# such limit, but keeping it means every accepted size runs in the reference code.
+# Batch >= 2: ASPP's image-pool BN sees one value per channel and image.
+register('ds2f_deeplabv3plus', _deeplab, min_lr_side=128, min_train_batch=2,
+         validate_fn=_validate_deeplab)
 
 
 def validate(cfg):
@@ -37,6 +76,8 @@ def validate(cfg):
     raise ValueError(f'model.variant={cfg.variant!r} is unknown; choose one of {ds2f.VARIANTS}')
   if cfg.width < 1:
     raise ValueError(f'model.width={cfg.width} must be positive')
+  if _VALIDATORS[cfg.name] is not None:
+    _VALIDATORS[cfg.name](cfg)
 
 
 def check_input_size(cfg, lr_size):
@@ -45,6 +86,14 @@ def check_input_size(cfg, lr_size):
   if min(lr_size) < m:
     raise ValueError(f'LR input {tuple(lr_size)} is too small for model.name={cfg.name!r}: each '
                      f'side must be >= {m} (HR = LR x model.upscale={cfg.upscale})')
+
+
+def check_batch_size(cfg, batch_size):
+  """Rejects training batches too small for the model's BatchNorms, naming batch_size."""
+  m = _MIN_TRAIN_BATCH[cfg.name]
+  if batch_size < m:
+    raise ValueError(f'batch_size={batch_size} is too small for model.name={cfg.name!r}: '
+                     f'training needs >= {m} images per step (BatchNorm over a 1x1 map)')
 
 
 def create_model(cfg, dtype='float32', remat=False) -> ds2f.DS2F:
