@@ -30,7 +30,8 @@ def get_config():
   c.data.manual_dir = ''  # Where manually downloaded archives are.
   c.data.hr_size = (512, 512)  # (height, width) of the HR target; LR = HR / r.
   c.data.train_split = 'train'
-  c.data.eval_split = 'validation'
+  c.data.eval_split = 'validation'  # Carved from train when the dataset has none.
+  c.data.val_fraction = 0.2  # Size of that carved hold-out (official: 20 %, fixed seed).
   c.data.augment = True  # The official recipe (colour jitter, flips, shift-rotate).
   c.data.crop_size = ()  # (h, w) random HR crops for patch training; () = whole image.
   c.data.num_workers = 2  # Threads reading and augmenting examples.

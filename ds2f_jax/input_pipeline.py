@@ -79,6 +79,57 @@ def prepare(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
 
 
 # ----------------------------------------------------------------------------
+# Splits.
+
+# The hold-out carved from train never depends on config.seed: changing the
+# training seed must not move images between train and validation.
+_CARVE_SEED = 0
+
+
+class _Subset(Sequence):
+  """A random-access view of some records of a data source."""
+
+  def __init__(self, source, indices: np.ndarray):
+    self._source, self._indices = source, indices
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, i):
+    return self._source[int(self._indices[i])]
+
+
+def _carved(config: ml_collections.ConfigDict, builder) -> bool:
+  """True when the eval split is not in the dataset and is carved from train."""
+  return (config.data.eval_split not in builder.info.splits
+          and config.data.eval_split == 'validation')
+
+
+def split_source(config: ml_collections.ConfigDict, split: str):
+  """The records of `split`. Datasets without a 'validation' split get one
+  carved from train: a fixed-seed `data.val_fraction` of it, which the train
+  split then excludes (the test split is never touched)."""
+  builder = prepare(config.data)
+  splits = builder.info.splits
+  carve = _carved(config, builder)
+  if split in splits and not (carve and split == config.data.train_split):
+    return builder.as_data_source(split)
+  if not (carve and split in ('validation', config.data.train_split)):
+    raise ValueError(
+        f'split {split!r} is not in dataset {config.data.name!r}; it has'
+        f' {sorted(splits)} (plus "validation", carved from train).'
+    )
+  train = builder.as_data_source(config.data.train_split)
+  fraction = float(config.data.val_fraction)
+  if not 0 < fraction < 1:
+    raise ValueError(f'data.val_fraction={fraction} must be in (0, 1).')
+  n_val = min(max(1, round(fraction * len(train))), len(train) - 1)
+  order = np.random.default_rng(_CARVE_SEED).permutation(len(train))
+  picked = np.sort(order[:n_val] if split == 'validation' else order[n_val:])
+  return _Subset(train, picked)
+
+
+# ----------------------------------------------------------------------------
 # One example.
 
 
@@ -241,7 +292,7 @@ def train_dataset(
   hr_size = check_sizes(config.data.hr_size, upscale)
   crop = _check_crop(config.data.crop_size, hr_size, upscale)
   do_augment = bool(config.data.augment)
-  source = prepare(config.data).as_data_source(config.data.train_split)
+  source = split_source(config, config.data.train_split)
   augment_seed = _seed(config, _AUGMENT_STREAM)
 
   def load(index: int, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -304,7 +355,7 @@ def eval_batches(
   local = _local_batch_size(batch_size, process_count, 'eval batch_size')
   upscale = int(config.model.upscale)
   hr_size = check_sizes(config.data.hr_size, upscale)
-  source = prepare(config.data).as_data_source(split)
+  source = split_source(config, split)
   count = len(source)
   padded = -(-count // batch_size) * batch_size
   height, width = hr_size

@@ -17,7 +17,7 @@ import optax
 from absl import logging
 
 from ds2f_jax import checkpointing, input_pipeline, losses, metrics, reporting, sharding
-from ds2f_jax.models import registry
+from ds2f_jax.models import pretrained, registry
 
 
 @flax.struct.dataclass
@@ -38,6 +38,7 @@ def validate_config(config) -> None:
   if hr[0] % r or hr[1] % r:
     raise ValueError(f'data.hr_size={hr} is not divisible by model.upscale={r}')
   registry.check_input_size(config.model, (hr[0] // r, hr[1] // r))
+  registry.check_batch_size(config.model, config.batch_size)
   for key in ('num_train_steps', 'batch_size', 'log_every_steps', 'checkpoint_every_steps',
               'eval_every_steps', 'grad_accum_steps'):
     if config[key] < 1:
@@ -96,7 +97,12 @@ def init_state(config, model, tx, mesh) -> TrainState:
   # 'rbg' keys: XLA:CPU compiles ~150 threefry initialisers for minutes, RngBitGenerator
   # in seconds. Init is replicated, so every device draws the same values.
   key = jax.random.key(config.seed, impl='rbg')
-  return jax.jit(init, out_shardings=sharding.replicated(mesh))(key)
+  state = jax.jit(init, out_shardings=sharding.replicated(mesh))(key)
+  if config.model.pretrained:  # ImageNet backbone weights (and BN statistics).
+    loaded = pretrained.load_backbone(
+        {'params': state.params, 'batch_stats': state.batch_stats}, config.model.pretrained)
+    state = state.replace(params=loaded['params'], batch_stats=loaded['batch_stats'])
+  return state
 
 
 def make_train_step(config, model, tx, mesh):

@@ -7,6 +7,8 @@ import pytest
 
 from configs import default
 from ds2f_jax import augment
+from configs import synthetic
+from ds2f_jax import input_pipeline
 from ds2f_jax import input_pipeline as ip
 
 
@@ -263,3 +265,28 @@ def test_eval_batches_split_over_processes(data_dir):
       k: np.concatenate([parts[0][0][k], parts[1][0][k]]) for k in full[0]
   }
   assert_batches_equal(joined, full[0])
+
+
+class _FakeBuilder:
+  """A dataset with train and test only, like most real ones."""
+
+  class info:  # pylint: disable=invalid-name
+    splits = {'train': None, 'test': None}
+
+  def as_data_source(self, split):
+    return [f'{split}{i}' for i in range(10 if split == 'train' else 4)]
+
+
+def test_validation_is_carved_from_train_when_missing(monkeypatch):
+  monkeypatch.setattr(input_pipeline, 'prepare', lambda data_cfg: _FakeBuilder())
+  cfg = synthetic.get_config('tiny')
+  val = list(input_pipeline.split_source(cfg, 'validation'))
+  train = list(input_pipeline.split_source(cfg, 'train'))
+  test = list(input_pipeline.split_source(cfg, 'test'))
+  assert len(val) == 2 and len(train) == 8  # data.val_fraction = 0.2 of 10.
+  assert sorted(val + train) == sorted(f'train{i}' for i in range(10))
+  assert test == [f'test{i}' for i in range(4)]  # The test split is untouched.
+  cfg.seed = 7  # The hold-out does not move with the training seed.
+  assert list(input_pipeline.split_source(cfg, 'validation')) == val
+  with pytest.raises(ValueError, match="split 'dev' is not in dataset"):
+    input_pipeline.split_source(cfg, 'dev')
