@@ -2,6 +2,8 @@
 
   python main.py --config configs/synthetic.py --workdir /tmp/ds2f_demo
   python main.py --config configs/drive.py --workdir W --mode eval --config.eval.split=test
+  python main.py --config configs/drive.py --workdir W --mode predict --input IMG_OR_DIR \
+      --output OUT_DIR [--mask MASK_OR_DIR]
 """
 
 import sys
@@ -12,7 +14,13 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file('config', None, 'A configs/*.py file (plus --config.key=value).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Checkpoints, logs and reports go here.')
-flags.DEFINE_enum('mode', 'train', ['train', 'prepare'], 'What to do.')
+flags.DEFINE_enum('mode', 'train', ['train', 'prepare', 'eval', 'predict'], 'What to do.')
+flags.DEFINE_string('input', None, '--mode predict: an image file or a folder of images.')
+flags.DEFINE_string('output', None, '--mode predict: folder for the probability maps, masks '
+                    'and overlays.')
+flags.DEFINE_string('mask', None, '--mode predict: optional ground truth (a file for a file '
+                    '--input, a folder of same-named masks for a folder); overlays then show '
+                    'TP/FP/FN.')
 flags.mark_flags_as_required(['config'])
 FLAGS = flags.FLAGS
 
@@ -25,6 +33,18 @@ def _run(mode, config, workdir):
     return
   if workdir is None:
     raise ValueError(f'--workdir is required for --mode {mode}')
+  if mode == 'eval':
+    from ds2f_jax import evaluate
+    evaluate.evaluate(config, workdir)
+    return
+  if mode == 'predict':
+    from ds2f_jax import predict
+    result = predict.predict(config, workdir, FLAGS.input, FLAGS.output, FLAGS.mask)
+    if result['failed']:
+      names = ', '.join(sorted(result['failed']))
+      raise ValueError(f'{len(result["failed"])} file(s) could not be used: {names} (the other '
+                       f'{len(result["written"])} image(s) were written to {FLAGS.output})')
+    return
   from ds2f_jax import train
   train.train_and_evaluate(config, workdir)
 

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from ds2f_jax import checkpointing, input_pipeline, losses, metrics, reporting, sharding
+from ds2f_jax import checkpointing, input_pipeline, losses, metrics, reporting, sharding, visualize
 from ds2f_jax.models import pretrained, registry
 
 
@@ -234,6 +234,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if done % config.eval_every_steps == 0 or done == total:
         val = evaluate(config, eval_step, state, mesh, config.data.eval_split)
         writer.write_scalars(done, val)
+        visualize.write_validation_images(config, model, state, writer, done)
         logging.info('step %d: %s', done, ' '.join(f'{k}={v:.4f}' for k, v in val.items()))
       if val is not None or done % config.checkpoint_every_steps == 0:
         checkpointing.save(mngr, done, state, val)

@@ -30,7 +30,12 @@ class TrainOutputs(NamedTuple):
 
 
 class DS2F(nn.Module):
-  """Dual-stream SR segmentation. Inference returns HR logits from the seg path only."""
+  """Dual-stream SR segmentation. Inference returns HR logits from the seg path only.
+
+  `with_sr=True` at inference (train=False) also runs the SR stream, BatchNorm in
+  inference mode, and returns TrainOutputs(out, sr) (sr None for seg-only
+  variants): for SR-quality reports and visualisation, never for deployment.
+  """
   encoder: nn.Module
   seg_decoder: nn.Module
   sr_decoder: nn.Module
@@ -43,7 +48,7 @@ class DS2F(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, with_sr: bool = False):
     lr_size = x.shape[1:3]
     r = 1 if self.variant in SEG_ONLY_VARIANTS else self.upscale
     hr_size = (lr_size[0] * r, lr_size[1] * r)
@@ -59,7 +64,7 @@ class DS2F(nn.Module):
       return resize_bilinear(to_lr(out_conv(f)), hr_size, self.align_corners)
 
     out = seg_head(f_seg).astype(jnp.float32)
-    if not train:
+    if not train and not with_sr:
       return out
     if self.variant in SEG_ONLY_VARIANTS:
       return TrainOutputs(out)
@@ -67,7 +72,7 @@ class DS2F(nn.Module):
     f_sr = self.sr_decoder(feats, train)
     sr_head = SRHead(self.upscale, dtype=self.dtype, name='sr_head')
     sr = sr_head(to_lr(f_sr))
-    if self.variant == 'dual_stream':
+    if not train or self.variant == 'dual_stream':
       return TrainOutputs(out, sr.astype(jnp.float32))
 
     sfem = CrossGL(self.sfem_hidden, self.rcab_global_pool, self.dtype, name='sfem')
