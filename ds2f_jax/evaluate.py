@@ -219,7 +219,10 @@ def evaluate(config, workdir: str) -> dict:
   result = {'num_images': count, 'checkpoint_step': restored.step, **protocols.result()}
   if jax.process_index() == 0:
     out_dir = os.path.join(os.path.abspath(workdir), 'eval', split)
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+      os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+      raise PermissionError(f'cannot create {out_dir}: {e.strerror}') from None
     _write_json(os.path.join(out_dir, 'metrics.json'), result)
     _write_csv(os.path.join(out_dir, 'per_image.csv'), rows)
     grid_rows = _grid_rows(config, restored, load, rows)

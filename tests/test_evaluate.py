@@ -131,6 +131,10 @@ def test_protocols_match_numpy(num_classes):
     assert _close(result['fov/f1'], np.mean([v[1] for v in per_class.values()]))
   else:
     assert not any(k.count('/') > 1 for k in result)
+  md = evaluate.report({'num_images': 3, **result}, names, 'case', 'ckpt')
+  tables = md.count('| Protocol | Se | Sp | Acc | AUC | F1 | IoU | MCC |')
+  assert tables == (1 if num_classes == 2 else num_classes)  # Mean, then each class.
+  assert f'| FOV, global | {100 * result["fov/se"]:.2f} |' in md
 
 
 def test_rank_for_grid_skips_undefined_f1():
