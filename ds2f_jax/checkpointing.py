@@ -25,6 +25,8 @@ def create_manager(workdir: str, keep: int, read_only: bool = False) -> ocp.Chec
           policies.BestN(get_metric_fn=_best_metric, n=1,
                          keep_checkpoints_without_metrics=False),
       ]),
+      best_fn=_best_metric,  # Without it orbax does not store a save's metrics at all.
+      best_mode='max',
       read_only=read_only,
       create=not read_only,
   )
