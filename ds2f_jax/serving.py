@@ -205,7 +205,7 @@ class Predictor:
 
   def predict(self, image: np.ndarray, lr_size: Sequence[int] | None = None) -> Prediction:
     """One (H, W, 3) uint8 RGB image -> probabilities and mask at (H, W)."""
-    return self.predict_batch([image], lr_size=lr_size)[0]
+    return self._predict([self.check_image(image, 'image', lr_size)], lr_size, 1)[0]
 
   def predict_batch(self, images: Sequence[np.ndarray] | np.ndarray,
                     lr_size: Sequence[int] | None = None,
@@ -219,10 +219,13 @@ class Predictor:
       raise ValueError(f'predict_batch takes a list of images or a (N, H, W, 3) array, got shape '
                        f'{images.shape}: use predict() for one image')
     images = [self.check_image(im, f'image {i}', lr_size) for i, im in enumerate(images)]
+    return self._predict(images, lr_size, batch_size or max(len(images), 1))
+
+  def _predict(self, images: list[np.ndarray], lr_size, batch_size: int) -> list[Prediction]:
     size = self._lr_size(lr_size)
-    batch_size = int(batch_size or max(len(images), 1))
-    if batch_size < 1:
+    if int(batch_size) < 1:
       raise ValueError(f'batch_size={batch_size} must be >= 1')
+    batch_size = int(batch_size)
     out = []
     for start in range(0, len(images), batch_size):
       chunk = images[start:start + batch_size]
