@@ -81,10 +81,15 @@ def initialize_from_env(env: Mapping[str, str] | None = None) -> bool:
   return True
 
 
+def _multi_process() -> bool:
+  # Without jax.distributed there is one process; asking JAX would start its backend.
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
 def barrier(name: str) -> None:
   """Waits until every process gets here (no-op for one process)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_count() > 1:
+  if _multi_process():
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
 
@@ -98,6 +103,8 @@ def prepare_dataset(data_cfg):
   """
   import jax  # pylint: disable=g-import-not-at-top
   from ds2f_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  if not _multi_process():
+    return input_pipeline.prepare(data_cfg)
   builder = None
   if jax.process_index() == 0:
     builder = input_pipeline.prepare(data_cfg)
