@@ -4,6 +4,10 @@
   python main.py --config configs/drive.py --workdir W --mode eval --config.eval.split=test
   python main.py --config configs/drive.py --workdir W --mode predict --input IMG_OR_DIR \
       --output OUT_DIR [--mask MASK_OR_DIR]
+  python main.py --config configs/drive.py --workdir W --mode export   # -> W/export/
+
+Multi-process jobs (TPU pod slices, SLURM, JAX_COORDINATOR_ADDRESS) start
+jax.distributed before anything else: see ds2f_jax/distributed.py.
 """
 
 import sys
@@ -14,7 +18,7 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file('config', None, 'A configs/*.py file (plus --config.key=value).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Checkpoints, logs and reports go here.')
-flags.DEFINE_enum('mode', 'train', ['train', 'prepare', 'eval', 'predict'], 'What to do.')
+flags.DEFINE_enum('mode', 'train', ['train', 'prepare', 'eval', 'predict', 'export'], 'What to do.')
 flags.DEFINE_string('input', None, '--mode predict: an image file or a folder of images.')
 flags.DEFINE_string('output', None, '--mode predict: folder for the probability maps, masks '
                     'and overlays.')
@@ -27,8 +31,8 @@ FLAGS = flags.FLAGS
 
 def _run(mode, config, workdir):
   if mode == 'prepare':
-    from ds2f_jax import input_pipeline
-    builder = input_pipeline.prepare(config.data)
+    from ds2f_jax import distributed
+    builder = distributed.prepare_dataset(config.data)
     logging.info('Prepared %s in %s.', builder.info.full_name, builder.data_dir)
     return
   if workdir is None:
@@ -44,6 +48,10 @@ def _run(mode, config, workdir):
       names = ', '.join(sorted(result['failed']))
       raise ValueError(f'{len(result["failed"])} file(s) could not be used: {names} (the other '
                        f'{len(result["written"])} image(s) were written to {FLAGS.output})')
+    return
+  if mode == 'export':
+    from ds2f_jax import export
+    export.export(config, workdir)
     return
   from ds2f_jax import train
   train.train_and_evaluate(config, workdir)
@@ -63,6 +71,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
+    from ds2f_jax import distributed
+    distributed.initialize_from_env()  # Before any JAX computation.
     _run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError, PermissionError, KeyError) as e:
     # Bad input: one line that names the culprit, not a traceback.

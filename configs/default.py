@@ -71,4 +71,7 @@ def get_config():
   c.eval.batch_size = 0  # 0 = batch_size.
   c.eval.num_images_tb = 4  # Validation images shown in TensorBoard.
   c.eval.sr_metrics = False
+
+  c.export = ml_collections.ConfigDict()
+  c.export.checkpoint = 'best'  # --mode export: best | latest | a step number.
   return c

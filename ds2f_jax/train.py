@@ -16,7 +16,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from ds2f_jax import checkpointing, input_pipeline, losses, metrics, reporting, sharding, visualize
+from ds2f_jax import (checkpointing, distributed, input_pipeline, losses, metrics, reporting,
+                      sharding, visualize)
 from ds2f_jax.models import pretrained, registry
 
 
@@ -149,7 +150,9 @@ def evaluate(config, eval_step, state, mesh, split: str) -> dict:
   """Dice, IoU, Se, Sp, Acc (and more) from one confusion matrix over the split, at HR."""
   batch_size = config.eval.batch_size or config.batch_size
   cm = np.zeros((config.model.num_classes,) * 2, np.int64)
-  for batch in input_pipeline.eval_batches(config, split, batch_size):
+  for batch in input_pipeline.eval_batches(config, split, batch_size,
+                                           process_index=jax.process_index(),
+                                           process_count=jax.process_count()):
     batch = {k: batch[k] for k in ('lr', 'mask', 'valid')}
     cm += np.asarray(jax.device_get(eval_step(state, sharding.put_batch(batch, mesh))), np.int64)
   return {f'val/{k}': v for k, v in metrics.summarize_confusion(cm).items()}
@@ -159,7 +162,8 @@ def _prepare_workdir(workdir: str) -> str:
   workdir = os.path.abspath(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_probe_{os.getpid()}')
+    # Unique per process: hosts of a multi-host job share the workdir and may share pids.
+    probe = os.path.join(workdir, f'.write_probe_{jax.process_index()}_{os.getpid()}')
     with open(probe, 'w') as f:
       f.write('ok')
     os.remove(probe)
@@ -184,7 +188,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
-  input_pipeline.prepare(config.data)
+  distributed.prepare_dataset(config.data)
   model = create_model(config)
   tx = create_optimizer(config)
   state = init_state(config, model, tx, mesh)

@@ -130,13 +130,37 @@ def _interp_matrix(in_size: int, out_size: int, align_corners: bool) -> np.ndarr
   return m
 
 
-def _lerp_axis(x, axis: int, out_size: int, align_corners: bool):
+def _interp_matrix_traced(in_size, out_size, align_corners: bool, dtype):
+  """`_interp_matrix` built in float32 from sizes that may be symbolic dimensions
+  (`jax.export` with symbolic height and width), where NumPy cannot see the sizes."""
+  dst = jnp.arange(out_size, dtype=jnp.float32)
+  fin, fout = jnp.asarray(in_size, jnp.float32), jnp.asarray(out_size, jnp.float32)
+  if align_corners:
+    src = dst * ((fin - 1) / jnp.maximum(fout - 1, 1))
+  else:
+    src = jnp.maximum((dst + 0.5) * (fin / fout) - 0.5, 0.0)
+  lo = jnp.minimum(jnp.floor(src).astype(jnp.int32), in_size - 1)
+  hi = jnp.minimum(lo + 1, in_size - 1)
+  frac = (src - lo)[:, None]
+  cols = jnp.arange(in_size, dtype=jnp.int32)[None, :]
+  m = jnp.where(cols == lo[:, None], 1 - frac, 0) + jnp.where(cols == hi[:, None], frac, 0)
+  return m.astype(dtype)
+
+
+def _is_symbolic(*sizes) -> bool:
+  return any(jax.export.is_symbolic_dim(s) for s in sizes)
+
+
+def _lerp_axis(x, axis: int, out_size, align_corners: bool):
   """Interpolation along one axis as a small matmul: its gradient is a matmul too,
   where a gather's would be a scatter (slow on CPU and TPU)."""
   in_size = x.shape[axis]
-  if in_size == out_size:
+  if in_size == out_size:  # Symbolic dimensions compare equal only when provably equal.
     return x
-  m = jnp.asarray(_interp_matrix(in_size, out_size, align_corners), x.dtype)
+  if _is_symbolic(in_size, out_size):
+    m = _interp_matrix_traced(in_size, out_size, align_corners, x.dtype)
+  else:
+    m = jnp.asarray(_interp_matrix(in_size, out_size, align_corners), x.dtype)
   precision = jax.lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
   y = jnp.tensordot(m, jnp.moveaxis(x, axis, 0), axes=1, precision=precision)
   return jnp.moveaxis(y, 0, axis)
@@ -148,8 +172,9 @@ def resize_bilinear(x, size: Sequence[int], align_corners: bool):
   `jax.image.resize` is half-pixel and antialiases on downsampling, so neither
   align_corners=True (UNet) nor non-antialiased downsampling can use it.
   """
-  x = _lerp_axis(x, 1, int(size[0]), align_corners)
-  return _lerp_axis(x, 2, int(size[1]), align_corners)
+  h, w = (s if _is_symbolic(s) else int(s) for s in size)
+  x = _lerp_axis(x, 1, h, align_corners)
+  return _lerp_axis(x, 2, w, align_corners)
 
 
 def pixel_shuffle(x, r: int):

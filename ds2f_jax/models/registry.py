@@ -80,6 +80,11 @@ def validate(cfg):
     _VALIDATORS[cfg.name](cfg)
 
 
+def min_lr_side(cfg) -> int:
+  """Smallest LR height and width the encoder of `cfg.name` accepts."""
+  return _MIN_LR_SIDE[cfg.name]
+
+
 def check_input_size(cfg, lr_size):
   """Rejects LR inputs too small for the encoder, naming the size and the minimum."""
   m = _MIN_LR_SIDE[cfg.name]
