@@ -15,6 +15,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ds2f_jax import errors
+
 config_flags.DEFINE_config_file('config', None, 'A configs/*.py file (plus --config.key=value).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Checkpoints, logs and reports go here.')
@@ -74,10 +76,17 @@ def main(argv):
     from ds2f_jax import distributed
     distributed.initialize_from_env()  # Before any JAX computation.
     _run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError, PermissionError, KeyError) as e:
+  except errors.Preempted as e:  # A checkpoint was saved: rerun to resume.
+    print(e, file=sys.stderr)
+    sys.exit(errors.EXIT_PREEMPTED)
+  except errors.NonFiniteError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(errors.EXIT_NONFINITE)
+  except (ValueError, FileNotFoundError, PermissionError, KeyError, errors.WorkdirLocked,
+          errors.CheckpointSaveError) as e:
     # Bad input: one line that names the culprit, not a traceback.
     print(f'error: {e.args[0] if e.args else e}', file=sys.stderr)
-    sys.exit(2)
+    sys.exit(errors.EXIT_BAD_INPUT)
 
 
 def _bad_override(argv) -> str:

@@ -65,6 +65,9 @@ def get_config():
   c.optim.poly_power = 0.9
   c.optim.warmup_steps = 0
 
+  c.train = ml_collections.ConfigDict()
+  c.train.skip_nonfinite_steps = False  # NaN/Inf step: stop, naming it (False) | skip, count.
+
   c.eval = ml_collections.ConfigDict()
   c.eval.split = 'test'
   c.eval.checkpoint = 'best'  # best | latest | a step number.

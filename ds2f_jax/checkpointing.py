@@ -1,16 +1,35 @@
 """Orbax checkpoints under WORKDIR/checkpoints: the newest N plus the best by val Dice.
 
-Each step directory is committed atomically by orbax, so a killed run leaves
-either a complete step or an uncommitted temporary that is never restored.
+What a crash can leave behind, and what happens next (docs/reliability.md):
+- orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it to `<step>`
+  once every file is written, so a killed run leaves at most a temporary
+  directory; it is never listed as a step, and the next trainer's manager
+  deletes it (trainers hold the workdir lock, so it cannot be another's).
+- `restore_latest` skips newer steps whose files are truncated or corrupt,
+  with a warning naming each, and moves them aside as `<step>.corrupt`.
+- `save` refuses when the filesystem has less room than the state needs, and a
+  save that fails later (disk full, quota) raises `errors.CheckpointSaveError`
+  after deleting its partial files.
 """
 
+import contextlib
 import os
+import re
+import shutil
+import weakref
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from ds2f_jax import errors, fault_points
+
 BEST_METRIC = 'val/dice'
+CORRUPT_SUFFIX = '.corrupt'  # No '_': orbax reads a trailing '_<digits>' as a step.
+_COMMIT_FILE = 'commit_success.txt'
+
+# Manager -> {'step': the step of the newest save call}, to name a failed async save.
+_saving = weakref.WeakKeyDictionary()
 
 
 def _best_metric(metrics) -> float:
@@ -19,6 +38,11 @@ def _best_metric(metrics) -> float:
 
 def create_manager(workdir: str, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
   policies = ocp.checkpoint_managers
+  saving = {'step': None}
+  extra = {}
+  if fault_points.enabled():  # Tests only: a pause inside the save, before its commit.
+    extra['async_options'] = ocp.AsyncOptions(
+        post_finalization_callback=lambda: fault_points.reached('save', saving['step']))
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policies.AnyPreservationPolicy([
           policies.LatestN(n=max(int(keep), 1)),
@@ -29,15 +53,100 @@ def create_manager(workdir: str, keep: int, read_only: bool = False) -> ocp.Chec
       best_mode='max',
       read_only=read_only,
       create=not read_only,
+      cleanup_tmp_directories=not read_only,
+      **extra,
   )
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
+  mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
                                options=options)
+  _saving[mngr] = saving
+  return mngr
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, metrics: dict | None = None) -> None:
-  """Asynchronous save; `metrics` (e.g. {'val/dice': ...}) rank it for 'best'."""
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-            metrics=metrics or None)
+  """Asynchronous save; `metrics` (e.g. {'val/dice': ...}) rank it for 'best'.
+
+  Raises:
+    errors.CheckpointSaveError: too little free space for this step, or the
+      previous (asynchronous) save failed; partial files are removed first.
+  """
+  saving = _saving.setdefault(mngr, {'step': None})
+  _wait(mngr)
+  _check_space(mngr, step, state)
+  saving['step'] = step
+  try:
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+              metrics=metrics or None)
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_failed(mngr, step, e) from None
+
+
+def finish(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the last save (raising `errors.CheckpointSaveError` if it failed) and closes."""
+  try:
+    _wait(mngr)
+  finally:
+    mngr.close()
+
+
+def _wait(mngr: ocp.CheckpointManager) -> None:
+  try:
+    mngr.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_failed(mngr, _saving.get(mngr, {}).get('step'), e) from None
+
+
+def _check_space(mngr: ocp.CheckpointManager, step: int, state) -> None:
+  need = sum(int(getattr(x, 'nbytes', 0)) for x in jax.tree_util.tree_leaves(state))
+  try:
+    usage = shutil.disk_usage(mngr.directory)
+  except OSError:
+    return
+  if usage.total and usage.free < need:  # total 0: a filesystem that does not say.
+    raise errors.CheckpointSaveError(
+        f'not enough free space for checkpoint step {step} in {mngr.directory}: it needs '
+        f'about {need / 2**20:.1f} MiB, {usage.free / 2**20:.1f} MiB are free; nothing was '
+        'written. Free some space, then rerun to resume.')
+
+
+def _reason(e: BaseException) -> str:
+  """A short cause; tensorstore wraps OS errors as text with an os_error_code."""
+  text = str(e)
+  m = re.search(r"os_error_code='?(\d+)", text)
+  if m:
+    code = int(m.group(1))
+    return f'[Errno {code}] {os.strerror(code)}'
+  if isinstance(e, OSError) and e.strerror:
+    return f'[Errno {e.errno}] {e.strerror}'
+  lines = text.strip().splitlines()
+  return (lines[0][:200] if lines else '') or type(e).__name__
+
+
+def _remove_partial(directory: str, step: int) -> list[str]:
+  """Deletes step's temporary directories and an uncommitted `<step>`."""
+  removed = []
+  with contextlib.suppress(FileNotFoundError):
+    for name in os.listdir(directory):
+      path = os.path.join(directory, name)
+      tmp = re.fullmatch(rf'{step}\.orbax-checkpoint-tmp.*', name)
+      uncommitted = name == str(step) and not os.path.exists(os.path.join(path, _COMMIT_FILE))
+      if tmp or uncommitted:
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+  return removed
+
+
+def _save_failed(mngr, step, e: Exception) -> errors.CheckpointSaveError:
+  directory = str(mngr.directory)
+  if step is not None:
+    _remove_partial(directory, step)
+  with contextlib.suppress(Exception):
+    mngr.reload()
+  kept = [s for s in mngr.all_steps() if s != step]
+  newest = f'step {max(kept)}' if kept else 'none'
+  return errors.CheckpointSaveError(
+      f'checkpoint step {step} could not be written to {directory}: {_reason(e)}; its partial '
+      f'files were removed (newest complete checkpoint: {newest}). Fix the cause (free '
+      'space?), then rerun to resume.')
 
 
 def best_step(mngr: ocp.CheckpointManager) -> int | None:
@@ -74,3 +183,46 @@ def restore(mngr: ocp.CheckpointManager, step: int, target, sharding):
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), target)
   restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   return restored['state']
+
+
+def _quarantine(path: str) -> str:
+  dest, n = path + CORRUPT_SUFFIX, 1
+  while os.path.exists(dest):
+    dest, n = f'{path}{CORRUPT_SUFFIX}-{n}', n + 1
+  os.rename(path, dest)
+  return dest
+
+
+def restore_latest(mngr: ocp.CheckpointManager, target, sharding):
+  """(step, state) of the newest checkpoint that restores; (None, target) if none exists.
+
+  Newer steps that fail to restore (truncated or corrupt files) are skipped with
+  a warning naming them and, once an older step has restored, moved aside as
+  `<step>.corrupt` (kept for inspection, never listed as a step again). If no
+  step restores, nothing is moved: the likelier cause is a changed config.
+
+  Raises:
+    ValueError: checkpoints exist but none restores into `target`.
+  """
+  failed = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    path = os.path.join(str(mngr.directory), str(step))
+    try:
+      state = restore(mngr, step, target, sharding)
+    except Exception as e:  # pylint: disable=broad-except  # Corruption raises many types.
+      logging.warning('Checkpoint %s cannot be restored (%s); trying the one before it.', path,
+                      _reason(e))
+      failed.append((step, path, e))
+      continue
+    for _, bad, _ in failed:
+      moved = _quarantine(bad) if jax.process_index() == 0 else bad
+      logging.warning('Skipped corrupt checkpoint %s (moved to %s); resuming from step %d.',
+                      bad, moved, step)
+    if failed:
+      mngr.reload()
+    return step, state
+  if failed:
+    detail = '; '.join(f'step {s}: {_reason(e)}' for s, _, e in failed)
+    raise ValueError(f'no checkpoint in {mngr.directory} restores into this config ({detail}); '
+                     'if the config changed, train into a new --workdir')
+  return None, target

@@ -186,7 +186,7 @@ def evaluate(config, workdir: str) -> dict:
   num_classes = int(config.model.num_classes)
   restored = inference.restore(config, workdir, config.eval.checkpoint, with_sr=with_sr)
   builder = input_pipeline.prepare(config.data)
-  source = input_pipeline.split_source(config, split)
+  source = input_pipeline.split_source(config, split, 'eval.split')
   count = len(source)
   if count == 0:
     raise ValueError(f'eval.split={split!r} of {builder.info.full_name} has no examples')

@@ -105,21 +105,16 @@ def _carved(config: ml_collections.ConfigDict, builder) -> bool:
           and config.data.eval_split == 'validation')
 
 
-def split_source(config: ml_collections.ConfigDict, split: str):
+def split_source(config: ml_collections.ConfigDict, split: str, key: str = 'split'):
   """The records of `split`. Datasets without a 'validation' split get one
   carved from train: a fixed-seed `data.val_fraction` of it, which the train
-  split then excludes (the test split is never touched)."""
+  split then excludes (the test split is never touched). Unknown or empty
+  splits are one-line errors naming `key`."""
   builder = prepare(config.data)
-  splits = builder.info.splits
   carve = _carved(config, builder)
-  if split in splits and not (carve and split == config.data.train_split):
-    return builder.as_data_source(split)
-  if not (carve and split in ('validation', config.data.train_split)):
-    raise ValueError(
-        f'split {split!r} is not in dataset {config.data.name!r}; it has'
-        f' {sorted(splits)} (plus "validation", carved from train).'
-    )
-  train = builder.as_data_source(config.data.train_split)
+  if not carve or split not in ('validation', config.data.train_split):
+    return data_source(config.data, split, key)
+  train = data_source(config.data, config.data.train_split, 'data.train_split')
   fraction = float(config.data.val_fraction)
   if not 0 < fraction < 1:
     raise ValueError(f'data.val_fraction={fraction} must be in (0, 1).')
@@ -155,6 +150,8 @@ def make_example(
     hr_size: Sequence[int],
     upscale: int,
     rng: np.random.Generator | None = None,
+    *,
+    num_classes: int | None = None,
 ) -> dict[str, np.ndarray]:
   """The training pair of one decoded record (spec §4.7).
 
@@ -164,15 +161,21 @@ def make_example(
     hr_size: (height, width) of the HR target, divisible by `upscale`.
     upscale: r; the LR input is hr_size / r.
     rng: augments (official recipe) at the original resolution when given.
+    num_classes: when given, mask ids outside [0, num_classes) are refused.
 
   Returns:
     'lr' (h, w, 3) and 'hr' (H, W, 3) float32 in [-1, 1]; 'mask' (H, W) int32;
     'fov' (H, W) uint8.
+
+  Raises:
+    ValueError: naming the record's file, for a non-RGB image, a mask or FOV
+      of another size, or out-of-range class ids.
   """
   height, width = check_sizes(hr_size, upscale)
   image = np.asarray(record['image'])
   mask = _plane(record['mask'])
   fov = _plane(record['fov'])
+  check_record(record, image, mask, fov, num_classes)
   if rng is not None:
     image, (mask, fov) = augment.augment(image, (mask, fov), rng)
   if image.shape[:2] == (height, width):
@@ -223,6 +226,74 @@ def random_crop(
 def _plane(x: Any) -> np.ndarray:
   x = np.asarray(x)
   return x[..., 0] if x.ndim == 3 else x
+
+
+def _record_name(record: Mapping[str, Any]) -> str:
+  name = record.get('file_name', b'') if hasattr(record, 'get') else b''
+  if isinstance(name, bytes):
+    name = name.decode('utf-8', 'replace')
+  return f'example {name!r}' if name else 'an example'
+
+
+def check_record(
+    record: Mapping[str, Any],
+    image: np.ndarray,
+    mask: np.ndarray,
+    fov: np.ndarray,
+    num_classes: int | None = None,
+) -> None:
+  """One-line errors for a record the model would silently mis-train on."""
+  name = _record_name(record)
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(
+        f'{name}: image has shape {image.shape}; expected (H, W, 3) RGB (the'
+        ' builders convert RGBA and grayscale to RGB when they decode).'
+    )
+  for key, plane in (('mask', mask), ('fov', fov)):
+    if plane.shape != image.shape[:2]:
+      raise ValueError(
+          f'{name}: image is {image.shape[1]}x{image.shape[0]} (WxH) but its'
+          f' {key} is {plane.shape[-1]}x{plane.shape[0]}.'
+      )
+  if num_classes is not None and mask.size:
+    low, high = int(mask.min()), int(mask.max())
+    if low < 0 or high >= num_classes:
+      bad = np.unique(mask[(mask < 0) | (mask >= num_classes)])[:5].tolist()
+      raise ValueError(
+          f'{name}: mask holds class ids {bad} outside [0, {num_classes})'
+          f' for model.num_classes={num_classes}.'
+      )
+
+
+def check_num_classes(
+    builder: tfds.core.DatasetBuilder, num_classes: int
+) -> None:
+  """model.num_classes must match the dataset's CLASS_NAMES, when it has them."""
+  names = getattr(builder, 'CLASS_NAMES', None)
+  if names and len(names) != int(num_classes):
+    raise ValueError(
+        f'model.num_classes={num_classes} but dataset {builder.name!r} has'
+        f' {len(names)} classes ({", ".join(names)}).'
+    )
+
+
+def data_source(data_cfg: ml_collections.ConfigDict, split: str, key: str):
+  """The split's random-access source (TFDS slicing such as 'train[:90%]'
+  works); unknown or empty splits are one-line errors naming `key`."""
+  builder = prepare(data_cfg)
+  try:
+    count = builder.info.splits[split].num_examples
+  except (KeyError, ValueError):
+    raise ValueError(
+        f'{key}={split!r} is not a split of {builder.info.full_name};'
+        f' available: {", ".join(builder.info.splits)}.'
+    ) from None
+  if count == 0:
+    raise ValueError(
+        f'{key}={split!r} of {builder.info.full_name} is empty (in'
+        f' {builder.data_dir}).'
+    )
+  return builder.as_data_source(split)
 
 
 def _check_crop(
@@ -292,13 +363,15 @@ def train_dataset(
   hr_size = check_sizes(config.data.hr_size, upscale)
   crop = _check_crop(config.data.crop_size, hr_size, upscale)
   do_augment = bool(config.data.augment)
-  source = split_source(config, config.data.train_split)
+  source = split_source(config, config.data.train_split, 'data.train_split')
   augment_seed = _seed(config, _AUGMENT_STREAM)
+  num_classes = int(config.model.num_classes)
 
   def load(index: int, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([augment_seed, index])
     example = make_example(
-        record, hr_size, upscale, rng if do_augment else None
+        record, hr_size, upscale, rng if do_augment else None,
+        num_classes=num_classes,
     )
     if crop is not None:
       example = random_crop(example, crop, upscale, rng)
@@ -355,7 +428,8 @@ def eval_batches(
   local = _local_batch_size(batch_size, process_count, 'eval batch_size')
   upscale = int(config.model.upscale)
   hr_size = check_sizes(config.data.hr_size, upscale)
-  source = split_source(config, split)
+  source = split_source(config, split, 'eval split')
+  num_classes = int(config.model.num_classes)
   count = len(source)
   padded = -(-count // batch_size) * batch_size
   height, width = hr_size
@@ -368,7 +442,9 @@ def eval_batches(
 
   def load(index: int) -> dict[str, np.ndarray]:
     if index < count:
-      example = make_example(source[index], hr_size, upscale)
+      example = make_example(
+          source[index], hr_size, upscale, num_classes=num_classes
+      )
       valid = 1.0
     else:
       example, valid, index = blank, 0.0, -1

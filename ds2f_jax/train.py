@@ -18,6 +18,7 @@ from absl import logging
 
 from ds2f_jax import (checkpointing, distributed, input_pipeline, losses, metrics, reporting,
                       sharding, visualize)
+from ds2f_jax import errors, fault_points, nonfinite, preemption, workdir_lock
 from ds2f_jax.models import pretrained, registry
 
 
@@ -44,6 +45,8 @@ def validate_config(config) -> None:
               'eval_every_steps', 'grad_accum_steps'):
     if config[key] < 1:
       raise ValueError(f'{key}={config[key]} must be >= 1')
+  if int(config.seed) != config.seed or config.seed < 0:
+    raise ValueError(f'seed={config.seed} must be a non-negative integer')
   if config.dtype not in ('float32', 'bfloat16'):
     raise ValueError(f"dtype={config.dtype!r} must be 'float32' or 'bfloat16'")
   if config.optim.name not in ('sgd', 'adamw'):
@@ -121,7 +124,12 @@ def make_train_step(config, model, tx, mesh):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     opt_step = state.step // config.grad_accum_steps
-    scalars = {'loss': loss, **parts, 'lr': schedule(opt_step), 'grad_norm': optax.global_norm(grads)}
+    grad_norm = optax.global_norm(grads)
+    scalars = {'loss': loss, **parts, 'lr': schedule(opt_step), 'grad_norm': grad_norm}
+    # A non-finite step never reaches the state; the host stops or skips (nonfinite.py).
+    ok = nonfinite.all_finite(loss, parts, grad_norm)
+    params, batch_stats, opt_state = nonfinite.guard(
+        ok, (params, batch_stats, opt_state), (state.params, state.batch_stats, state.opt_state))
     new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                            opt_state=opt_state)
     return new_state, scalars
@@ -179,16 +187,31 @@ def _mean_scalars(rows: list[dict]) -> dict:
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains (resuming from the newest checkpoint in workdir) and evaluates; returns
-  the last logged scalars."""
+  the last logged scalars.
+
+  Holds WORKDIR/train.lock throughout (a second trainer is refused). Stops early
+  with `errors.Preempted` after SIGTERM (a checkpoint at the current step is
+  saved first) or `errors.NonFiniteError` (docs/reliability.md).
+  """
   validate_config(config)
   workdir = _prepare_workdir(workdir)
+  single = jax.process_count() == 1
+  with workdir_lock.hold(workdir, enabled=jax.process_index() == 0), \
+      preemption.SigtermWatch(enabled=single) as sigterm:
+    return _train(config, workdir, sigterm)
+
+
+def _train(config, workdir: str, sigterm: preemption.SigtermWatch) -> dict:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump(config.to_dict(), f, indent=2, default=list)
 
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
-  distributed.prepare_dataset(config.data)
+  builder = distributed.prepare_dataset(config.data)
+  input_pipeline.check_num_classes(builder, config.model.num_classes)
+  for key in ('train_split', 'eval_split'):  # Refused now, not after hours of training.
+    input_pipeline.split_source(config, config.data[key], f'data.{key}')
   model = create_model(config)
   tx = create_optimizer(config)
   state = init_state(config, model, tx, mesh)
@@ -196,10 +219,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
                config.model.variant, sum(x.size for x in jax.tree_util.tree_leaves(state.params)))
 
   mngr = checkpointing.create_manager(workdir, config.keep_checkpoints)
-  start_step = 0
-  if mngr.latest_step() is not None:
-    start_step = mngr.latest_step()
-    state = checkpointing.restore(mngr, start_step, state, sharding.replicated(mesh))
+  start_step, state = checkpointing.restore_latest(mngr, state, sharding.replicated(mesh))
+  if start_step is None:
+    start_step = 0
+  else:
     logging.info('Resumed from %s at step %d.', mngr.directory, start_step)
   total = config.num_train_steps
   if start_step >= total:
@@ -214,39 +237,65 @@ def train_and_evaluate(config, workdir: str) -> dict:
   progress = reporting.Progress(start_step, total, config.batch_size)
   batches = input_pipeline.train_iterator(
       config, start_step, process_index=jax.process_index(), process_count=jax.process_count())
+  monitor = nonfinite.Monitor(
+      config.train.skip_nonfinite_steps,
+      where=lambda: f'The newest good checkpoint is step {mngr.latest_step()} in {mngr.directory}.')
 
-  pending, last = [], {}
-  t_log, s_log = None, start_step
+  pending, unchecked, last = [], [], {}
+  t_log, s_log, saved = None, start_step, start_step
   try:
     for step in range(start_step, total):
       state, scalars = train_step(state, sharding.put_batch(next(batches), mesh))
-      pending.append(scalars)
+      unchecked.append(scalars)
       done = step + 1
       if t_log is None:  # The first step compiles; time throughput from its end.
         jax.block_until_ready(scalars)
         t_log, s_log = time.time(), done
         logging.info('First step (compile + run) done at %s.', time.strftime('%X'))
-      if done % config.log_every_steps == 0 or done == total:
-        last = _mean_scalars(pending)
+      log_now = done % config.log_every_steps == 0 or done == total
+      eval_now = done % config.eval_every_steps == 0 or done == total
+      save_now = eval_now or done % config.checkpoint_every_steps == 0
+      if log_now or save_now:  # Points that sync anyway: read the non-finite flags here.
+        pending += monitor.check(done - len(unchecked) + 1, unchecked)
+        unchecked = []
+      if log_now:
+        last = _mean_scalars(pending) if pending else {}
         pending = []
+        if monitor.skip:
+          last['skipped_nonfinite_steps'] = monitor.take_skipped()
         now = time.time()
         if done > s_log:
           last['images_per_s'] = (done - s_log) * config.batch_size / max(now - t_log, 1e-9)
         t_log, s_log = now, done
         writer.write_scalars(done, last)
       val = None
-      if done % config.eval_every_steps == 0 or done == total:
+      if eval_now:
+        fault_points.reached('eval', done)
         val = evaluate(config, eval_step, state, mesh, config.data.eval_split)
         writer.write_scalars(done, val)
         visualize.write_validation_images(config, model, state, writer, done)
         logging.info('step %d: %s', done, ' '.join(f'{k}={v:.4f}' for k, v in val.items()))
-      if val is not None or done % config.checkpoint_every_steps == 0:
+      if save_now:
         checkpointing.save(mngr, done, state, val)
+        saved = done
       progress.update(done, {k: last[k] for k in ('loss', 'images_per_s') if k in last}
-                      if done % config.log_every_steps == 0 else None)
+                      if log_now else None)
+      fault_points.reached('step', done)
+      if sigterm.requested or (jax.process_count() > 1 and mngr.reached_preemption(done)):
+        pending += monitor.check(done - len(unchecked) + 1, unchecked)
+        unchecked = []
+        if saved != done:
+          checkpointing.save(mngr, done, state)
+        raise errors.Preempted(
+            f'preempted (SIGTERM) at step {done}: checkpoint saved in {mngr.directory}; run the '
+            'same command to resume', done)
   finally:
-    mngr.wait_until_finished()
-    mngr.close()
-    writer.close()
-    progress.close()
+    try:
+      checkpointing.finish(mngr)
+    finally:
+      writer.close()
+      progress.close()
+  if monitor.total_skipped:
+    logging.warning('%d non-finite steps were skipped (train.skip_nonfinite_steps).',
+                    monitor.total_skipped)
   return last

@@ -119,7 +119,7 @@ def _panel_examples(config, count: int) -> dict:
   key = (d.name, d.config, d.data_dir, d.eval_split, tuple(d.hr_size), config.model.upscale,
          count)
   if key not in _PANEL_CACHE:
-    source = input_pipeline.split_source(config, d.eval_split)
+    source = input_pipeline.split_source(config, d.eval_split, 'data.eval_split')
     examples = [input_pipeline.make_example(source[i], d.hr_size, config.model.upscale)
                 for i in range(min(count, len(source)))]
     _PANEL_CACHE[key] = {k: np.stack([e[k] for e in examples]) for k in examples[0]}

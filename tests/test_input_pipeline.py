@@ -267,11 +267,18 @@ def test_eval_batches_split_over_processes(data_dir):
   assert_batches_equal(joined, full[0])
 
 
+class _Split:
+
+  def __init__(self, n):
+    self.num_examples = n
+
+
 class _FakeBuilder:
   """A dataset with train and test only, like most real ones."""
 
   class info:  # pylint: disable=invalid-name
-    splits = {'train': None, 'test': None}
+    full_name = 'fake/1.0.0'
+    splits = {'train': _Split(10), 'test': _Split(4)}
 
   def as_data_source(self, split):
     return [f'{split}{i}' for i in range(10 if split == 'train' else 4)]
@@ -288,5 +295,5 @@ def test_validation_is_carved_from_train_when_missing(monkeypatch):
   assert test == [f'test{i}' for i in range(4)]  # The test split is untouched.
   cfg.seed = 7  # The hold-out does not move with the training seed.
   assert list(input_pipeline.split_source(cfg, 'validation')) == val
-  with pytest.raises(ValueError, match="split 'dev' is not in dataset"):
-    input_pipeline.split_source(cfg, 'dev')
+  with pytest.raises(ValueError, match="eval.split='dev' is not a split of fake/1.0.0"):
+    input_pipeline.split_source(cfg, 'dev', 'eval.split')

@@ -1,0 +1,95 @@
+"""NaN / Inf in a train step: the update is never applied, and the run stops or counts it.
+
+Inside the jitted step, `guard` keeps the previous parameters, BatchNorm
+statistics and optimiser state whenever the loss, a loss part or the gradient
+norm is not finite, so a bad step can never reach the state in memory or a
+checkpoint. The host learns about it without a per-step device sync: the
+step's scalars are fetched at the points the loop syncs anyway (logging,
+evaluation, checkpointing) and `Monitor.check` reads them there. By default
+the run then stops with `errors.NonFiniteError` naming the step and the parts
+that went non-finite; with `train.skip_nonfinite_steps=True` it logs and
+counts the skipped updates and goes on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+from ds2f_jax import errors
+
+# Scalars that say nothing about the step's numerics (schedules, host timings).
+_NOT_CHECKED = ('lr', 'images_per_s')
+
+
+def all_finite(loss: jax.Array, parts: Mapping[str, jax.Array], grad_norm: jax.Array) -> jax.Array:
+  """A scalar bool: the loss, every part and the gradient norm are finite."""
+  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  for v in parts.values():
+    ok = ok & jnp.isfinite(v)
+  return ok
+
+
+def guard(ok: jax.Array, new, old):
+  """`new` where `ok`, else `old`, leaf by leaf (bitwise `new` when ok)."""
+  return jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def _order(key: str):
+  return (key != 'loss', key == 'grad_norm', key)  # The total, its parts, then gradients.
+
+
+def culprits(row: Mapping[str, float]) -> list[str]:
+  """Keys of a fetched step's non-finite scalars: 'loss', the parts, 'grad_norm'."""
+  return sorted((k for k, v in row.items() if k not in _NOT_CHECKED and not math.isfinite(v)),
+                key=_order)
+
+
+class Monitor:
+  """Host side: reads fetched step scalars, stops or counts non-finite steps.
+
+  Args:
+    skip: config train.skip_nonfinite_steps.
+    where: called only on failure; says where the last good checkpoint is.
+  """
+
+  def __init__(self, skip: bool, where: Callable[[], str]):
+    self.skip = bool(skip)
+    self._where = where
+    self.skipped = 0  # Since the last `take_skipped`.
+    self.total_skipped = 0
+
+  def check(self, first_step: int, rows: Sequence[Mapping[str, jax.Array]]) -> list[dict]:
+    """The rows of steps first_step, first_step + 1, ... as floats, minus skipped ones.
+
+    Raises:
+      errors.NonFiniteError: a step went non-finite and skipping is off.
+    """
+    kept = []
+    for i, row in enumerate(jax.device_get(list(rows))):
+      row = {k: float(v) for k, v in row.items()}
+      keys = culprits(row)
+      if not keys:
+        kept.append(row)
+        continue
+      step = first_step + i
+      bad = ['gradients' if k == 'grad_norm' else k for k in keys]
+      values = ', '.join(f'{k}={row[k]}' for k in keys)
+      if not self.skip:
+        raise errors.NonFiniteError(
+            f'training step {step} went non-finite in {", ".join(bad)} ({values}); stopped '
+            f'without applying or saving it. {self._where()} Set '
+            '--config.train.skip_nonfinite_steps=True to skip such steps instead.')
+      self.skipped += 1
+      self.total_skipped += 1
+      logging.warning('Step %d: non-finite %s (%s); update skipped (%d so far).', step,
+                      ', '.join(bad), values, self.total_skipped)
+    return kept
+
+  def take_skipped(self) -> int:
+    n, self.skipped = self.skipped, 0
+    return n

@@ -1,0 +1,37 @@
+"""main.py's exit code and last line for each way a run can stop (docs/reliability.md)."""
+
+import types
+
+import pytest
+
+import main
+from ds2f_jax import errors
+
+
+@pytest.mark.parametrize('error, code, line', [
+    (errors.Preempted('preempted (SIGTERM) at step 5: checkpoint saved in W', 5), 143,
+     'preempted (SIGTERM) at step 5: checkpoint saved in W'),
+    (errors.NonFiniteError('training step 3 went non-finite in loss'), 3,
+     'error: training step 3 went non-finite in loss'),
+    (errors.WorkdirLocked('workdir W is in use by another trainer'), 2,
+     'error: workdir W is in use by another trainer'),
+    (errors.CheckpointSaveError('checkpoint step 2 could not be written'), 2,
+     'error: checkpoint step 2 could not be written'),
+    (ValueError('data.hr_size=(65, 64) is not divisible'), 2,
+     'error: data.hr_size=(65, 64) is not divisible'),
+], ids=['preempted', 'nonfinite', 'locked', 'disk_full', 'bad_value'])
+def test_exit_code_and_one_line(error, code, line, monkeypatch, capsys):
+  def run(mode, config, workdir):
+    raise error
+
+  monkeypatch.setattr(main, '_run', run)
+  monkeypatch.setattr(main, 'FLAGS', types.SimpleNamespace(mode='train', config=None,
+                                                           workdir='W'))
+  with pytest.raises(SystemExit) as e:
+    main.main(['main.py'])
+  assert e.value.code == code
+  assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_exit_codes_are_distinct():
+  assert (errors.EXIT_BAD_INPUT, errors.EXIT_NONFINITE, errors.EXIT_PREEMPTED) == (2, 3, 143)
