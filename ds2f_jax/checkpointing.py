@@ -37,6 +37,8 @@ def _best_metric(metrics) -> float:
 
 
 def create_manager(workdir: str, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
+  """A writable manager deletes leftover temporaries at creation, so only the holder
+  of the workdir lock (the trainer) may create one; readers pass read_only=True."""
   policies = ocp.checkpoint_managers
   saving = {'step': None}
   extra = {}

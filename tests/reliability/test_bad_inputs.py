@@ -117,16 +117,21 @@ def _unknown_split(ctx):
   ctx.train(**{'data.eval_split': 'valdation'})
 
 
-def _checkpoint_step(which):
-  def case(ctx):
-    mngr = checkpointing.create_manager(ctx.reference_run, 3, read_only=True)
+def _resolve(workdir, which):
+  mngr = checkpointing.create_manager(workdir, 3, read_only=True)
+  try:
     checkpointing.resolve_step(mngr, which)
-  return case
+  finally:
+    mngr.close()
+
+
+def _checkpoint_step(which):
+  return lambda ctx: _resolve(ctx.reference_run, which)
 
 
 def _no_checkpoint(ctx):
   os.makedirs(os.path.join(ctx.workdir, 'checkpoints'))
-  checkpointing.resolve_step(checkpointing.create_manager(ctx.workdir, 3, read_only=True), 'best')
+  _resolve(ctx.workdir, 'best')
 
 
 P = r'\S+'  # A path in a message.

@@ -83,14 +83,18 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_previous(
   damage(step6)
   target, placement = _template(rel.scenario_config(synthetic_data_dir))
   mngr = checkpointing.create_manager(w, 3)
-  with caplog.at_level(logging.WARNING):
-    step, state = checkpointing.restore_latest(mngr, target, placement)
-  mngr.close()
+  try:
+    with caplog.at_level(logging.WARNING):
+      step, state = checkpointing.restore_latest(mngr, target, placement)
+  finally:
+    mngr.close()
   assert step == 4
   assert f'Skipped corrupt checkpoint {step6}' in caplog.text
   assert rel.checkpoint_entries(w) == ['2', '4', '6.corrupt']
   ref = checkpointing.create_manager(reference_run, 3, read_only=True)
-  rel.assert_same_state(_flat(checkpointing.restore(ref, 4, target, placement)), _flat(state))
+  expected = checkpointing.restore(ref, 4, target, placement)
+  ref.close()
+  rel.assert_same_state(_flat(expected), _flat(state))
 
 
 def test_checkpoints_of_another_config_are_refused_and_left_alone(
@@ -102,11 +106,13 @@ def test_checkpoints_of_another_config_are_refused_and_left_alone(
   leaves[i] = np.zeros((leaves[i].size + 1,), leaves[i].dtype)  # As if model.width changed.
   other = jax.tree_util.tree_unflatten(treedef, leaves)
   mngr = checkpointing.create_manager(w, 3)
-  with pytest.raises(ValueError, match=r'^no checkpoint in \S+/checkpoints restores into this '
-                     r'config \(step 6: .*step 4: .*step 2: .*\); if the config changed, train '
-                     'into a new --workdir$'):
-    checkpointing.restore_latest(mngr, other, placement)
-  mngr.close()
+  try:
+    with pytest.raises(ValueError, match=r'^no checkpoint in \S+/checkpoints restores into '
+                       r'this config \(step 6: .*step 4: .*step 2: .*\); if the config changed, '
+                       'train into a new --workdir$'):
+      checkpointing.restore_latest(mngr, other, placement)
+  finally:
+    mngr.close()
   assert rel.checkpoint_entries(w) == ['2', '4', '6']
 
 
