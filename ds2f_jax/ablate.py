@@ -126,7 +126,11 @@ def training_speed(directory: str) -> float:
 
 
 def train_and_score(config, directory: str) -> dict:
-  """Trains (or resumes) and evaluates one run; returns and writes its record."""
+  """Trains (or resumes) and evaluates one run; returns and writes its record.
+
+  The record holds the run's metrics.json, its training speed and the
+  variant's per-image cost (`variant_cost`), so a rerun recomputes nothing.
+  """
   _check_same_training(config, directory)
   record = _finished(config, directory)
   if record is not None:
@@ -138,7 +142,7 @@ def train_and_score(config, directory: str) -> dict:
   record = {'model': plain['model'], 'loss': plain['loss'], 'seed': int(config.seed),
             'eval': _eval_settings(config),
             'metrics': {k: (v.item() if hasattr(v, 'item') else v) for k, v in result.items()},
-            'images_per_s': training_speed(directory)}
+            'images_per_s': training_speed(directory), 'cost': variant_cost(config)}
   if jax.process_index() == 0:
     with open(os.path.join(directory, RUN_RECORD), 'w', encoding='utf-8') as f:
       json.dump(record, f, indent=2)
@@ -235,13 +239,16 @@ def run(config, workdir: str, variants=ablations.DEFAULT_VARIANTS, seeds: int = 
     if variants.count(name) > 1:
       raise ValueError(f'--variants names {name!r} twice')
   seed_list = seeds_of(config, seeds)
-  # Every variant's settings are checked before the first one trains for hours.
+  # Every run's settings are checked before the first one trains for hours.
   configs = {}
   for name in variants:
     cfg = run_config(config, name, seed_list[0])
     train.validate_config(cfg)
     configs[name] = cfg
   workdir = os.path.abspath(workdir)
+  for name in variants:
+    for seed in seed_list:
+      _check_same_training(run_config(config, name, seed), run_dir(workdir, name, seed))
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
@@ -255,7 +262,7 @@ def run(config, workdir: str, variants=ablations.DEFAULT_VARIANTS, seeds: int = 
     in_size, out_size = input_pipeline.io_sizes(cfg.data.hr_size, r, cfg.model.variant)
     result['variants'][name] = {'overrides': ablations.overrides(name),
                                 'input_size': list(in_size), 'output_size': list(out_size),
-                                'cost': variant_cost(cfg), 'runs': {}, 'summary': {}}
+                                'cost': None, 'runs': {}, 'summary': {}}
   total, done = len(variants) * len(seed_list), 0
   for name in variants:
     entry = result['variants'][name]
@@ -263,6 +270,7 @@ def run(config, workdir: str, variants=ablations.DEFAULT_VARIANTS, seeds: int = 
       done += 1
       logging.info('Ablation run %d/%d: %s, seed %d.', done, total, name, seed)
       record = train_and_score(run_config(config, name, seed), run_dir(workdir, name, seed))
+      entry['cost'] = entry['cost'] or record['cost']
       entry['runs'][str(seed)] = {'metrics': record['metrics'],
                                   'images_per_s': record['images_per_s']}
       entry['summary'] = summarize(list(entry['runs'].values()))
