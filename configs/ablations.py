@@ -1,4 +1,4 @@
-"""Named ablation presets: preset name -> config overrides (dotted keys).
+r"""Named ablation presets: preset name -> config overrides (dotted keys).
 
 Each preset names the model variant it trains, so a row of the ablation table
 means the same thing whatever the base config's `model.variant` is. Any other

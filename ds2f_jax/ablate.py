@@ -1,4 +1,4 @@
-"""The ablation set in one command: presets x seeds, trained, evaluated, one table.
+r"""The ablation set in one command: presets x seeds, trained, evaluated, one table.
 
   python -m ds2f_jax.ablate --config configs/drive.py --workdir W \
       [--variants seg_only,seg_hr,dual_stream,ds2f_after,ds2f] [--seeds 3] \
