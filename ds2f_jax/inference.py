@@ -5,7 +5,10 @@ training. Inference follows spec section 5.2: the image at its original size
 is bicubic-resized to the LR input (data.hr_size / r, whatever the original
 size, so one program serves every image), normalised to [-1, 1], run with
 BatchNorm in inference mode, and the softmax of the HR logits is resized back
-to the original size with PyTorch-style 'nearest'.
+to the original size with PyTorch-style 'nearest'. The segmentation-only
+baselines follow the same steps at their own size (decision 9.14): seg_only
+predicts at LR and seg_hr takes the HR-size input, and either's probabilities
+are nearest-resized to the original size.
 """
 
 from __future__ import annotations
@@ -36,11 +39,16 @@ class Restored(NamedTuple):
 
 
 def lr_size(config) -> tuple[int, int]:
-  """(height, width) of the LR input: data.hr_size / model.upscale."""
+  """(height, width) of the network input: data.hr_size / model.upscale (LR).
+
+  The seg_hr baseline takes data.hr_size itself; its output, like seg_only's,
+  is at the input size and reaches the original size by the nearest resize of
+  the probabilities (decision 9.14).
+  """
   r = int(config.model.upscale)
-  h, w = input_pipeline.check_sizes(config.data.hr_size, r)
-  registry.check_input_size(config.model, (h // r, w // r))
-  return h // r, w // r
+  size = input_pipeline.io_sizes(config.data.hr_size, r, config.model.variant)[0]
+  registry.check_input_size(config.model, size)
+  return size
 
 
 def create_model(config):

@@ -9,6 +9,11 @@ Every example becomes the pair of method spec §4.7 (decisions 9.9-9.11):
 augment at the original resolution, then HR = bicubic resize of the augmented
 original to `data.hr_size` (mask and FOV nearest), LR = bicubic resize of the
 same augmented original to `hr_size / r`, both normalised to [-1, 1].
+
+The segmentation-only baselines (`model.variant` seg_only / seg_hr) have no x r
+step, so their examples hold the network input as 'lr' and the mask at the
+output size, which is the input size (decision 9.14): seg_only sees the LR
+image with the mask nearest-resized to LR, seg_hr the HR image with the HR mask.
 """
 
 from __future__ import annotations
@@ -145,11 +150,34 @@ def check_sizes(hr_size: Sequence[int], upscale: int) -> tuple[int, int]:
   return height, width
 
 
+# Segmentation-only variants: the size they see, which is also their output size.
+_SEG_INPUT = {'seg_only': 'lr', 'seg_hr': 'hr'}
+
+
+def io_sizes(
+    hr_size: Sequence[int], upscale: int, variant: str = 'ds2f'
+) -> tuple[tuple[int, int], tuple[int, int]]:
+  """(input, output) (height, width) of the network for `model.variant`.
+
+  DS2F variants map LR = hr_size / r to HR; seg_only runs at LR and seg_hr at
+  HR, input and output alike (decision 9.14).
+  """
+  height, width = check_sizes(hr_size, upscale)
+  lr = (height // upscale, width // upscale)
+  where = _SEG_INPUT.get(variant)
+  if where == 'lr':
+    return lr, lr
+  if where == 'hr':
+    return (height, width), (height, width)
+  return lr, (height, width)
+
+
 def make_example(
     record: Mapping[str, Any],
     hr_size: Sequence[int],
     upscale: int,
     rng: np.random.Generator | None = None,
+    variant: str = 'ds2f',
     *,
     num_classes: int | None = None,
 ) -> dict[str, np.ndarray]:
@@ -162,16 +190,19 @@ def make_example(
     upscale: r; the LR input is hr_size / r.
     rng: augments (official recipe) at the original resolution when given.
     num_classes: when given, mask ids outside [0, num_classes) are refused.
+    variant: model.variant; seg_only and seg_hr get the example of their own
+      input size (`io_sizes`), all others the LR/HR pair.
 
   Returns:
     'lr' (h, w, 3) and 'hr' (H, W, 3) float32 in [-1, 1]; 'mask' (H, W) int32;
-    'fov' (H, W) uint8.
+    'fov' (H, W) uint8. For seg_only / seg_hr, (H, W) = (h, w) is the input
+    size and 'hr' is 'lr' (the image at the mask's size).
 
   Raises:
     ValueError: naming the record's file, for a non-RGB image, a mask or FOV
       of another size, or out-of-range class ids.
   """
-  height, width = check_sizes(hr_size, upscale)
+  (in_h, in_w), (height, width) = io_sizes(hr_size, upscale, variant)
   image = np.asarray(record['image'])
   mask = _plane(record['mask'])
   fov = _plane(record['fov'])
@@ -184,8 +215,16 @@ def make_example(
     hr = augment.resize_bicubic(image, (height, width))
     mask = augment.resize_nearest(mask, (height, width))
     fov = augment.resize_nearest(fov, (height, width))
+  if variant in _SEG_INPUT:  # Input and output share one size: one image.
+    hr = normalise(hr)
+    return {
+        'lr': hr,
+        'hr': hr,
+        'mask': mask.astype(np.int32),
+        'fov': fov.astype(np.uint8),
+    }
   # LR comes from the augmented original, not from HR (decision 9.10).
-  lr = augment.resize_bicubic(image, (height // upscale, width // upscale))
+  lr = augment.resize_bicubic(image, (in_h, in_w))
   return {
       'lr': normalise(lr),
       'hr': normalise(hr),
@@ -362,6 +401,13 @@ def train_dataset(
   upscale = int(config.model.upscale)
   hr_size = check_sizes(config.data.hr_size, upscale)
   crop = _check_crop(config.data.crop_size, hr_size, upscale)
+  variant = config.model.variant
+  crop_upscale = upscale
+  if variant in _SEG_INPUT:  # One size in and out: crop it (HR crop x out / HR).
+    crop_upscale = 1
+    out = io_sizes(hr_size, upscale, variant)[1]
+    if crop is not None:
+      crop = (crop[0] * out[0] // hr_size[0], crop[1] * out[1] // hr_size[1])
   do_augment = bool(config.data.augment)
   source = split_source(config, config.data.train_split, 'data.train_split')
   augment_seed = _seed(config, _AUGMENT_STREAM)
@@ -370,11 +416,11 @@ def train_dataset(
   def load(index: int, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([augment_seed, index])
     example = make_example(
-        record, hr_size, upscale, rng if do_augment else None,
+        record, hr_size, upscale, rng if do_augment else None, variant,
         num_classes=num_classes,
     )
     if crop is not None:
-      example = random_crop(example, crop, upscale, rng)
+      example = random_crop(example, crop, crop_upscale, rng)
     return example
 
   ds = grain.MapDataset.source(source)
@@ -419,6 +465,8 @@ def eval_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
   """Every example of `split` once, in order, at HR, without augmentation.
 
+  (At the network's output size for seg_only / seg_hr: see `io_sizes`.)
+
   All batches have the same shape so that a jitted eval step compiles once:
   the last one is padded with zero examples, and 'valid' (B,) float32 marks
   real examples with 1. 'index' (B,) int32 is the example's position in the
@@ -428,13 +476,14 @@ def eval_batches(
   local = _local_batch_size(batch_size, process_count, 'eval batch_size')
   upscale = int(config.model.upscale)
   hr_size = check_sizes(config.data.hr_size, upscale)
+  variant = config.model.variant
   source = split_source(config, split, 'eval split')
   num_classes = int(config.model.num_classes)
   count = len(source)
   padded = -(-count // batch_size) * batch_size
-  height, width = hr_size
+  (in_h, in_w), (height, width) = io_sizes(hr_size, upscale, variant)
   blank = {
-      'lr': np.zeros((height // upscale, width // upscale, 3), np.float32),
+      'lr': np.zeros((in_h, in_w, 3), np.float32),
       'hr': np.zeros((height, width, 3), np.float32),
       'mask': np.zeros((height, width), np.int32),
       'fov': np.zeros((height, width), np.uint8),
@@ -443,7 +492,7 @@ def eval_batches(
   def load(index: int) -> dict[str, np.ndarray]:
     if index < count:
       example = make_example(
-          source[index], hr_size, upscale, num_classes=num_classes
+          source[index], hr_size, upscale, variant=variant, num_classes=num_classes
       )
       valid = 1.0
     else:

@@ -114,13 +114,18 @@ _PANEL_CACHE = {}
 
 
 def _panel_examples(config, count: int) -> dict:
-  """The first `count` examples of data.eval_split as HR/LR pairs (cached per process)."""
+  """The first `count` examples of data.eval_split as HR/LR pairs (cached per process).
+
+  For seg_only / seg_hr the pair is at the network's own size, as in validation.
+  """
   d = config.data
+  variant = config.model.variant
   key = (d.name, d.config, d.data_dir, d.eval_split, tuple(d.hr_size), config.model.upscale,
-         count)
+         variant, count)
   if key not in _PANEL_CACHE:
     source = input_pipeline.split_source(config, d.eval_split, 'data.eval_split')
-    examples = [input_pipeline.make_example(source[i], d.hr_size, config.model.upscale)
+    examples = [input_pipeline.make_example(source[i], d.hr_size, config.model.upscale,
+                                            variant=variant)
                 for i in range(min(count, len(source)))]
     _PANEL_CACHE[key] = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
   return _PANEL_CACHE[key]
