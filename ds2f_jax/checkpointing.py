@@ -21,6 +21,7 @@ import weakref
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
 from ds2f_jax import errors, fault_points
 
@@ -187,6 +188,29 @@ def restore(mngr: ocp.CheckpointManager, step: int, target, sharding):
   return restored['state']
 
 
+def _shapes(tree) -> dict:
+  """{('params', 'encoder', ...): shape} for a TrainState or orbax's saved-tree metadata."""
+  def name(k):
+    for attr in ('name', 'key', 'idx'):  # GetAttrKey, DictKey, SequenceKey.
+      if hasattr(k, attr):
+        return str(getattr(k, attr))
+    return str(k)
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {tuple(name(k) for k in path): tuple(leaf.shape) for path, leaf in flat}
+
+
+def _config_mismatch(path: str, target) -> str | None:
+  """How the checkpoint's saved shapes differ from `target`'s, or None. Reading only
+  its metadata, so a model of another config is told apart from corrupt data."""
+  saved = _shapes(ocp.StandardCheckpointHandler().metadata(epath.Path(path) / 'state').tree)
+  wanted = _shapes(target)
+  for key in sorted(set(saved) | set(wanted)):
+    if saved.get(key) != wanted.get(key):
+      return (f'{"/".join(key)}: {saved.get(key, "absent")} in the checkpoint, '
+              f'{wanted.get(key, "absent")} in this config')
+  return None
+
+
 def _quarantine(path: str) -> str:
   dest, n = path + CORRUPT_SUFFIX, 1
   while os.path.exists(dest):
@@ -201,21 +225,27 @@ def restore_latest(mngr: ocp.CheckpointManager, target, sharding):
   Newer steps that fail to restore (truncated or corrupt files) are skipped with
   a warning naming them and, once an older step has restored, moved aside as
   `<step>.corrupt` (kept for inspection, never listed as a step again). If no
-  step restores, nothing is moved: the likelier cause is a changed config.
+  step restores, nothing is moved.
 
   Raises:
-    ValueError: checkpoints exist but none restores into `target`.
+    ValueError: a checkpoint holds a model of another config (shapes differ),
+      or checkpoints exist but none restores.
   """
   failed = []
   for step in sorted(mngr.all_steps(), reverse=True):
     path = os.path.join(str(mngr.directory), str(step))
     try:
-      state = restore(mngr, step, target, sharding)
+      mismatch = _config_mismatch(path, target)
+      if mismatch is None:
+        state = restore(mngr, step, target, sharding)
     except Exception as e:  # pylint: disable=broad-except  # Corruption raises many types.
       logging.warning('Checkpoint %s cannot be restored (%s); trying the one before it.', path,
                       _reason(e))
       failed.append((step, path, e))
       continue
+    if mismatch is not None:
+      raise ValueError(f'checkpoint {path} was saved with another config ({mismatch}); train '
+                       'into a new --workdir, or go back to the config it was trained with')
     for _, bad, _ in failed:
       moved = _quarantine(bad) if jax.process_index() == 0 else bad
       logging.warning('Skipped corrupt checkpoint %s (moved to %s); resuming from step %d.',
@@ -225,6 +255,6 @@ def restore_latest(mngr: ocp.CheckpointManager, target, sharding):
     return step, state
   if failed:
     detail = '; '.join(f'step {s}: {_reason(e)}' for s, _, e in failed)
-    raise ValueError(f'no checkpoint in {mngr.directory} restores into this config ({detail}); '
-                     'if the config changed, train into a new --workdir')
+    raise ValueError(f'no checkpoint in {mngr.directory} can be restored ({detail}); move '
+                     'the checkpoints directory aside to start over')
   return None, target

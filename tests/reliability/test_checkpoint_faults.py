@@ -101,16 +101,33 @@ def test_checkpoints_of_another_config_are_refused_and_left_alone(
     synthetic_data_dir, reference_run, tmp_path):
   w = _copy(reference_run, tmp_path)
   target, placement = _template(rel.scenario_config(synthetic_data_dir))
-  leaves, treedef = jax.tree_util.tree_flatten(target)
-  i = max(range(len(leaves)), key=lambda j: leaves[j].size)
-  leaves[i] = np.zeros((leaves[i].size + 1,), leaves[i].dtype)  # As if model.width changed.
-  other = jax.tree_util.tree_unflatten(treedef, leaves)
+  # As if model.width had changed: one kernel of another shape.
+  other = target.replace(params=jax.tree_util.tree_map(lambda x: x, target.params))
+  other.params['encoder']['down1']['ConvBNAct_0']['Conv_0']['kernel'] = np.zeros((3, 3, 3, 8))
   mngr = checkpointing.create_manager(w, 3)
   try:
-    with pytest.raises(ValueError, match=r'^no checkpoint in \S+/checkpoints restores into '
-                       r'this config \(step 6: .*step 4: .*step 2: .*\); if the config changed, '
-                       'train into a new --workdir$'):
+    with pytest.raises(ValueError, match=(
+        rf'^checkpoint {w}/checkpoints/6 was saved with another config \(params/encoder/down1/'
+        r'ConvBNAct_0/Conv_0/kernel: \(3, 3, 3, 4\) in the checkpoint, \(3, 3, 3, 8\) in this '
+        r'config\); train into a new --workdir, or go back to the config it was trained with$')):
       checkpointing.restore_latest(mngr, other, placement)
+  finally:
+    mngr.close()
+  assert rel.checkpoint_entries(w) == ['2', '4', '6']
+
+
+def test_when_every_checkpoint_is_corrupt_nothing_is_moved(
+    synthetic_data_dir, reference_run, tmp_path):
+  w = _copy(reference_run, tmp_path)
+  for step in (2, 4, 6):
+    _drop_metadata(os.path.join(w, 'checkpoints', str(step)))
+  target, placement = _template(rel.scenario_config(synthetic_data_dir))
+  mngr = checkpointing.create_manager(w, 3)
+  try:
+    with pytest.raises(ValueError, match=(
+        rf'^no checkpoint in {w}/checkpoints can be restored \(step 6: Metadata file .*; step 4: '
+        r'.*; step 2: .*\); move the checkpoints directory aside to start over$')):
+      checkpointing.restore_latest(mngr, target, placement)
   finally:
     mngr.close()
   assert rel.checkpoint_entries(w) == ['2', '4', '6']
