@@ -213,7 +213,7 @@ def render_markdown(result: dict) -> str:
       '', 'Dice, IoU, Se, Sp, Acc: the official protocol (one confusion matrix over every pixel '
       'of the split, whole image, no FOV mask). FOV F1, FOV AUC: inside the field-of-view mask, '
       'global; AUC = ROC-AUC of the foreground probability. Outputs smaller than the original '
-      '(seg_only at LR) are scored after a nearest resize of the probabilities.',
+      '(seg_only at LR) are scored after a nearest resize of the probabilities.', '',
       'GFLOP per image: convolutions and learned matmuls, 2 FLOPs per multiply-accumulate (the '
       "spec's convention), of the inference path and of the train-mode forward (every stream and "
       'the SFEM; the backward pass adds about twice that). Train images/s: median over logged '
