@@ -1,7 +1,9 @@
 """Training: state, optimiser, the jitted data-parallel step, and the train loop.
 
 `train_and_evaluate(config, workdir)` is everything `--mode train` does; a
-notebook can call it (or the pieces below) directly.
+notebook can call it (or the pieces below) directly. The input pipeline (grain,
+TFDS) is imported only by the functions that read data, so the step builders
+run with jax/flax/optax/orbax alone (the GPU benchmark machine has nothing else).
 """
 
 import json
@@ -16,7 +18,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from ds2f_jax import checkpointing, input_pipeline, losses, metrics, reporting, sharding
+from ds2f_jax import checkpointing, losses, metrics, reporting, sharding
 from ds2f_jax.models import registry
 
 
@@ -141,6 +143,7 @@ def make_eval_step(config, model, mesh):
 
 def evaluate(config, eval_step, state, mesh, split: str) -> dict:
   """Dice, IoU, Se, Sp, Acc (and more) from one confusion matrix over the split, at HR."""
+  from ds2f_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   batch_size = config.eval.batch_size or config.batch_size
   cm = np.zeros((config.model.num_classes,) * 2, np.int64)
   for batch in input_pipeline.eval_batches(config, split, batch_size):
@@ -170,6 +173,7 @@ def _mean_scalars(rows: list[dict]) -> dict:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains (resuming from the newest checkpoint in workdir) and evaluates; returns
   the last logged scalars."""
+  from ds2f_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   validate_config(config)
   workdir = _prepare_workdir(workdir)
   if jax.process_index() == 0:

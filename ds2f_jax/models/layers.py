@@ -28,11 +28,20 @@ def torch_bias_init(fan_in: int):
   return init
 
 
+def broadcast_f32(x, shape):
+  """broadcast_to through float32, so that its gradient (a sum over the broadcast
+  axes) is a float32 reduction: XLA reduces bfloat16 in bfloat16, and on XLA:CPU
+  8192 bfloat16 ones sum to 1024."""
+  return jnp.broadcast_to(x.astype(jnp.float32), shape)
+
+
 def _depthwise(x, kernel, pad: int, dilation: int):
   """Depthwise conv as a sum of k*k shifted, per-channel scaled copies.
 
   Same result as a grouped conv; XLA fuses it into one elementwise loop, where
-  XLA:CPU's grouped convolution is ~20x slower.
+  XLA:CPU's grouped convolution is ~20x slower. The float32 kernel makes the
+  sum float32 (fused, so no extra memory traffic) and the kernel's gradient, a
+  sum over every pixel, a float32 reduction. Returns x's dtype.
   """
   k = kernel.shape[0]
   h, w = x.shape[1] + 2 * pad - dilation * (k - 1), x.shape[2] + 2 * pad - dilation * (k - 1)
@@ -40,8 +49,9 @@ def _depthwise(x, kernel, pad: int, dilation: int):
   y = 0
   for i in range(k):
     for j in range(k):
-      y = y + xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w] * kernel[i, j, 0]
-  return y
+      tap = xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w]
+      y = y + tap * broadcast_f32(kernel[i, j, 0], tap.shape)
+  return y.astype(x.dtype)
 
 
 class Conv(nn.Module):
@@ -65,7 +75,7 @@ class Conv(nn.Module):
     kernel = self.param('kernel', self.kernel_init, (k, k, in_ch // self.groups, self.features))
     pad = (k - 1) // 2 * d if self.padding is None else self.padding
     if self.groups == in_ch == self.features and self.stride == 1:
-      y = _depthwise(x.astype(self.dtype), kernel.astype(self.dtype), pad, d)
+      y = _depthwise(x.astype(self.dtype), kernel, pad, d)
     else:
       y = jax.lax.conv_general_dilated(
           x.astype(self.dtype), kernel.astype(self.dtype),
@@ -77,7 +87,7 @@ class Conv(nn.Module):
     if self.use_bias:
       fan_in = in_ch // self.groups * k * k
       bias = self.param('bias', torch_bias_init(fan_in), (self.features,))
-      y = y + bias.astype(self.dtype)
+      y = (y + broadcast_f32(bias, y.shape)).astype(self.dtype)  # float32 bias gradient.
     return y
 
 
