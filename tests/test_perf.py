@@ -216,3 +216,39 @@ def test_input_harness_on_the_tiny_synthetic_config(synthetic_data_dir, capsys):
                          'fov': [2, 64, 64]}
   assert bench.main(['--config', 'configs/synthetic.py:tiny', '--set', 'data.nope=1']) == 2
   assert "'nope' is not a config key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('k, stride, dilation', [(3, 1, 1), (1, 1, 1), (5, 1, 1), (3, 2, 1),
+                                                 (3, 1, 2)])
+def test_conv_kernel_gradient_by_taps_matches_float64(k, stride, dilation):
+  """The CPU weight gradient (k*k pixel-contracting matmuls) against a float64 NumPy sum."""
+  from ds2f_jax.models import layers
+  rng = np.random.default_rng(k * 10 + stride + dilation)
+  x = rng.normal(size=(2, 11, 12, 3)).astype(np.float32)
+  kernel = rng.normal(size=(k, k, 3, 4)).astype(np.float32)
+  pad = (k - 1) // 2 * dilation
+  y, vjp = jax.vjp(lambda x, w: layers.conv2d(x, w, stride, pad, dilation), x, kernel)
+  g = rng.normal(size=y.shape).astype(np.float32)
+  dx, dk = vjp(jnp.asarray(g))
+  xp = np.pad(x.astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  ho, wo = y.shape[1:3]
+  ref_dk = np.zeros((k, k, 3, 4))
+  ref_y = np.zeros(y.shape)
+  for i in range(k):
+    for j in range(k):
+      tap = xp[:, i * dilation:i * dilation + stride * (ho - 1) + 1:stride,
+               j * dilation:j * dilation + stride * (wo - 1) + 1:stride]
+      ref_dk[i, j] = np.einsum('nhwc,nhwo->co', tap, g)
+      ref_y += np.einsum('nhwc,co->nhwo', tap, kernel[i, j].astype(np.float64))
+  np.testing.assert_allclose(np.asarray(y), ref_y, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(dk), ref_dk, rtol=1e-4, atol=1e-4)
+  ref_dx = jax.vjp(lambda x: jax.lax.conv_general_dilated(
+      x, kernel, (stride, stride), ((pad, pad), (pad, pad)), rhs_dilation=(dilation, dilation),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC')), x)[1](jnp.asarray(g))[0]
+  np.testing.assert_allclose(np.asarray(dx), np.asarray(ref_dx), rtol=1e-5, atol=1e-5)
+  # bfloat16 operands: the pixel sum runs in float32, so only the final rounding is lost.
+  dk16 = jax.vjp(lambda w: layers.conv2d(jnp.asarray(x, jnp.bfloat16), w, stride, pad, dilation),
+                 jnp.asarray(kernel, jnp.bfloat16))[1](jnp.asarray(g, jnp.bfloat16))[0]
+  assert dk16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(dk16, np.float64), ref_dk,
+                             rtol=0.05, atol=0.02 * np.abs(ref_dk).max())
