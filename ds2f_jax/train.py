@@ -1,7 +1,10 @@
 """Training: state, optimiser, the jitted data-parallel step, and the train loop.
 
 `train_and_evaluate(config, workdir)` is everything `--mode train` does; a
-notebook can call it (or the pieces below) directly.
+notebook can call it (or the pieces below) directly. The input pipeline (grain,
+TFDS) and the image writer are imported only by the functions that read data,
+so the step builders run with jax/flax/optax/orbax alone (the GPU benchmark
+machine has nothing else).
 """
 
 import json
@@ -16,8 +19,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from ds2f_jax import (checkpointing, distributed, input_pipeline, losses, metrics, reporting,
-                      sharding, visualize)
+from ds2f_jax import checkpointing, distributed, losses, metrics, reporting, sharding
 from ds2f_jax import errors, fault_points, nonfinite, preemption, workdir_lock
 from ds2f_jax.models import pretrained, registry
 
@@ -156,6 +158,7 @@ def make_eval_step(config, model, mesh):
 
 def evaluate(config, eval_step, state, mesh, split: str) -> dict:
   """Dice, IoU, Se, Sp, Acc (and more) from one confusion matrix over the split, at HR."""
+  from ds2f_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   batch_size = config.eval.batch_size or config.batch_size
   cm = np.zeros((config.model.num_classes,) * 2, np.int64)
   for batch in input_pipeline.eval_batches(config, split, batch_size,
@@ -202,6 +205,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def _train(config, workdir: str, sigterm: preemption.SigtermWatch) -> dict:
+  from ds2f_jax import input_pipeline, visualize  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump(config.to_dict(), f, indent=2, default=list)

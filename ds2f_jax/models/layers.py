@@ -5,6 +5,7 @@ The official model is PyTorch; these blocks reproduce its defaults (spec §2, §
 All tensors are NHWC.
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -28,11 +29,20 @@ def torch_bias_init(fan_in: int):
   return init
 
 
+def broadcast_f32(x, shape):
+  """broadcast_to through float32, so that its gradient (a sum over the broadcast
+  axes) is a float32 reduction: XLA reduces bfloat16 in bfloat16, and on XLA:CPU
+  8192 bfloat16 ones sum to 1024."""
+  return jnp.broadcast_to(x.astype(jnp.float32), shape)
+
+
 def _depthwise(x, kernel, pad: int, dilation: int):
   """Depthwise conv as a sum of k*k shifted, per-channel scaled copies.
 
   Same result as a grouped conv; XLA fuses it into one elementwise loop, where
-  XLA:CPU's grouped convolution is ~20x slower.
+  XLA:CPU's grouped convolution is ~20x slower. The float32 kernel makes the
+  sum float32 (fused, so no extra memory traffic) and the kernel's gradient, a
+  sum over every pixel, a float32 reduction. Returns x's dtype.
   """
   k = kernel.shape[0]
   h, w = x.shape[1] + 2 * pad - dilation * (k - 1), x.shape[2] + 2 * pad - dilation * (k - 1)
@@ -40,8 +50,67 @@ def _depthwise(x, kernel, pad: int, dilation: int):
   y = 0
   for i in range(k):
     for j in range(k):
-      y = y + xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w] * kernel[i, j, 0]
-  return y
+      tap = xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w]
+      y = y + tap * broadcast_f32(kernel[i, j, 0], tap.shape)
+  return y.astype(x.dtype)
+
+
+def _conv_nhwc(x, kernel, stride: int, pad: int, dilation: int, groups: int):
+  return jax.lax.conv_general_dilated(
+      x, kernel, window_strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+      rhs_dilation=(dilation, dilation), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=groups)
+
+
+def _kernel_grad_by_taps(x, g, k: int, stride: int, pad: int, dilation: int):
+  """dL/dkernel (k, k, in, out) as k*k matmuls (pixels contracted) of shifted x with g.
+
+  XLA:CPU runs a convolution's weight gradient as a convolution whose window is the
+  whole image, 2x (3x3) to 30x (1x1) slower than these matmuls; accumulates in float32.
+  """
+  n, ho, wo, co = g.shape
+  ci = x.shape[-1]
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  g2 = g.reshape(-1, co)
+  taps = []
+  for i in range(k):
+    for j in range(k):
+      start = (0, i * dilation, j * dilation, 0)
+      limit = (n, start[1] + stride * (ho - 1) + 1, start[2] + stride * (wo - 1) + 1, ci)
+      t = jax.lax.slice(xp, start, limit, (1, stride, stride, 1)).reshape(-1, ci)
+      taps.append(jax.lax.dot_general(t, g2, (((0,), (0,)), ((), ())),
+                                      preferred_element_type=jnp.float32))
+  return jnp.stack(taps).reshape(k, k, ci, co)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv2d(x, kernel, stride: int, pad: int, dilation: int):
+  """NHWC x HWIO convolution (groups = 1) whose kernel gradient is platform-specific:
+  k*k pixel-contracting matmuls on CPU, XLA's own transposed convolution elsewhere
+  (cuDNN's weight-gradient kernels on GPU). Same values either way."""
+  return _conv_nhwc(x, kernel, stride, pad, dilation, 1)
+
+
+def _conv2d_fwd(x, kernel, stride, pad, dilation):
+  return _conv_nhwc(x, kernel, stride, pad, dilation, 1), (x, kernel)
+
+
+def _conv2d_bwd(stride, pad, dilation, res, g):
+  x, kernel = res
+  conv = functools.partial(_conv_nhwc, stride=stride, pad=pad, dilation=dilation, groups=1)
+  dx = jax.vjp(lambda x_: conv(x_, kernel), x)[1](g)[0]
+
+  def by_taps(x, g):
+    return _kernel_grad_by_taps(x, g, kernel.shape[0], stride, pad, dilation).astype(kernel.dtype)
+
+  def by_xla(x, g):
+    return jax.vjp(lambda k_: conv(x, k_), kernel)[1](g)[0]
+
+  dk = jax.lax.platform_dependent(x, g, cpu=by_taps, default=by_xla)
+  return dx, dk
+
+
+conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
 class Conv(nn.Module):
@@ -65,19 +134,16 @@ class Conv(nn.Module):
     kernel = self.param('kernel', self.kernel_init, (k, k, in_ch // self.groups, self.features))
     pad = (k - 1) // 2 * d if self.padding is None else self.padding
     if self.groups == in_ch == self.features and self.stride == 1:
-      y = _depthwise(x.astype(self.dtype), kernel.astype(self.dtype), pad, d)
+      y = _depthwise(x.astype(self.dtype), kernel, pad, d)
+    elif self.groups == 1:
+      y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, pad, d)
     else:
-      y = jax.lax.conv_general_dilated(
-          x.astype(self.dtype), kernel.astype(self.dtype),
-          window_strides=(self.stride, self.stride),
-          padding=((pad, pad), (pad, pad)),
-          rhs_dilation=(d, d),
-          dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-          feature_group_count=self.groups)
+      y = _conv_nhwc(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, pad, d,
+                     self.groups)
     if self.use_bias:
       fan_in = in_ch // self.groups * k * k
       bias = self.param('bias', torch_bias_init(fan_in), (self.features,))
-      y = y + bias.astype(self.dtype)
+      y = (y + broadcast_f32(bias, y.shape)).astype(self.dtype)  # float32 bias gradient.
     return y
 
 

@@ -7,7 +7,7 @@ so it shapes the encoder and heads through gradients and never runs at inference
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ds2f_jax.models.layers import Conv, batch_norm, gelu
+from ds2f_jax.models.layers import Conv, batch_norm, broadcast_f32, gelu
 
 
 class RCAB(nn.Module):
@@ -29,6 +29,8 @@ class RCAB(nn.Module):
     s = Conv(ch // self.reduction, 1, use_bias=True, dtype=self.dtype)(s)
     s = nn.leaky_relu(s, 0.01)
     s = nn.sigmoid(Conv(ch, 1, use_bias=True, dtype=self.dtype)(s))
+    if self.global_pool:  # (N, 1, 1, C) gate: its gradient sums over pixels, in float32.
+      return (broadcast_f32(s, t.shape) * t).astype(t.dtype) + x
     return s * t + x
 
 
@@ -50,7 +52,8 @@ class MSConv(nn.Module):
     # ImagePool: GAP -> 1x1 -> bilinear resize of a 1x1 map, i.e. a broadcast.
     pooled = jnp.mean(chunks[-1], axis=(1, 2), keepdims=True)
     pooled = Conv(g, 1, use_bias=True, dtype=self.dtype)(pooled)
-    outs.append(jnp.broadcast_to(pooled, chunks[-1].shape[:-1] + (g,)))
+    pooled = broadcast_f32(pooled, chunks[-1].shape[:-1] + (g,)).astype(self.dtype)
+    outs.append(pooled)
     y = jnp.concatenate(outs, axis=-1)
     return gelu(batch_norm(train, self.dtype)(y))
 
