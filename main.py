@@ -60,10 +60,12 @@ def _run(mode, config, workdir):
 
 
 class _QuietLibraries(logging.logging.Filter):
-  """Keeps orbax's per-save INFO chatter out of the console; warnings still show."""
+  """Keeps orbax's per-save and TFDS's per-open INFO chatter out of the console;
+  their warnings still show."""
 
   def filter(self, record):
-    return record.levelno >= logging.logging.WARNING or '/orbax/' not in record.pathname
+    return record.levelno >= logging.logging.WARNING or not any(
+        lib in record.pathname for lib in ('/orbax/', '/tensorflow_datasets/'))
 
 
 def main(argv):

@@ -86,6 +86,20 @@ def test_inference_path_has_no_sr_or_sfem_parameters(variant):
                    'seg_only': set(), 'seg_hr': set()}[variant]
 
 
+def _convs(jaxpr):
+  """Every conv_general_dilated eqn in order, nested ones (custom_vjp of layers.conv2d) included."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      found.append(eqn)
+    for v in eqn.params.values():
+      for j in (v if isinstance(v, (tuple, list)) else (v,)):
+        inner = getattr(j, 'jaxpr', j)
+        if hasattr(inner, 'eqns'):
+          found += _convs(inner)
+  return found
+
+
 def test_backbone_strides_and_dilations():
   """Every 3x3 conv's (stride, dilation, padding), in order, as spec §2.3 lists them."""
   for os_, strides in ((8, (1, 2, 1, 1)), (16, (1, 2, 2, 1))):
@@ -93,7 +107,7 @@ def test_backbone_strides_and_dilations():
     x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
     v = jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.zeros(x.shape), False))
     jaxpr = jax.make_jaxpr(lambda v, x: net.apply(v, x, False))(v, x)
-    convs = [e.params for e in jaxpr.jaxpr.eqns if e.primitive.name == 'conv_general_dilated']
+    convs = [e.params for e in _convs(jaxpr.jaxpr)]
     got = [(p['window_strides'][0], p['rhs_dilation'][0], p['padding'][0][0])
            for p in convs]
     want = [(2, 1, 3)]  # Stem 7x7.
@@ -111,8 +125,8 @@ def test_aspp_rates_follow_output_stride():
     x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
     v = jax.eval_shape(lambda: enc.init(jax.random.key(0), jnp.zeros(x.shape), False))
     jaxpr = jax.make_jaxpr(lambda v, x: enc.apply(v, x, False))(v, x)
-    dil = [e.params['rhs_dilation'][0] for e in jaxpr.jaxpr.eqns
-           if e.primitive.name == 'conv_general_dilated' and e.invars[1].aval.shape[2] == 2048
+    dil = [e.params['rhs_dilation'][0] for e in _convs(jaxpr.jaxpr)
+           if e.invars[1].aval.shape[2] == 2048
            and e.invars[1].aval.shape[0] == 3]
     assert tuple(dil) == rates
 

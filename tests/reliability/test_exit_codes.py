@@ -35,3 +35,16 @@ def test_exit_code_and_one_line(error, code, line, monkeypatch, capsys):
 
 def test_exit_codes_are_distinct():
   assert (errors.EXIT_BAD_INPUT, errors.EXIT_NONFINITE, errors.EXIT_PREEMPTED) == (2, 3, 143)
+
+
+@pytest.mark.parametrize('path, level, shown', [
+    ('/x/site-packages/orbax/checkpoint/checkpoint_manager.py', 'INFO', False),
+    ('/x/site-packages/tensorflow_datasets/core/dataset_builder.py', 'INFO', False),
+    ('/x/site-packages/tensorflow_datasets/core/dataset_builder.py', 'WARNING', True),
+    ('/x/site-packages/orbax/checkpoint/checkpoint_manager.py', 'ERROR', True),
+    ('/repo/ds2f_jax/reporting.py', 'INFO', True),
+])
+def test_console_filter_drops_library_info_only(path, level, shown):
+  levelno = getattr(main.logging.logging, level)
+  record = main.logging.logging.LogRecord('absl', levelno, path, 1, 'msg', None, None)
+  assert main._QuietLibraries().filter(record) is shown
