@@ -10,6 +10,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from ds2f_jax import input_pipeline, sharding, train
@@ -252,3 +253,106 @@ def test_conv_kernel_gradient_by_taps_matches_float64(k, stride, dilation):
   assert dk16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(dk16, np.float64), ref_dk,
                              rtol=0.05, atol=0.02 * np.abs(ref_dk).max())
+
+
+def _random_batch(cfg, seed, batch_size=2):
+  rng = np.random.default_rng(seed)
+  h, w = cfg.data.hr_size
+  r = cfg.model.upscale
+  return {'lr': rng.uniform(-1, 1, (batch_size, h // r, w // r, 3)).astype(np.float32),
+          'hr': rng.uniform(-1, 1, (batch_size, h, w, 3)).astype(np.float32),
+          'mask': (rng.uniform(size=(batch_size, h, w)) < 0.1).astype(np.int32)}
+
+
+def _primitives(jaxpr):
+  names = set()
+  for eqn in jaxpr.eqns:
+    names.add(eqn.primitive.name)
+    for v in eqn.params.values():
+      for j in (v if isinstance(v, (tuple, list)) else (v,)):
+        inner = getattr(j, 'jaxpr', j)
+        if hasattr(inner, 'eqns'):
+          names |= _primitives(inner)
+  return names
+
+
+def test_remat_recomputes_but_changes_nothing(tiny_config):
+  """config.remat wraps the UNet blocks in jax.checkpoint: same loss and gradients."""
+  from ds2f_jax import losses
+  batch = _random_batch(tiny_config, 0)
+  results = {}
+  for remat in (False, True):
+    cfg = tiny_config.copy_and_resolve_references()
+    cfg.remat = remat
+    model = train.create_model(cfg)
+    variables = jax.jit(lambda k, m=model: m.init(k, jnp.asarray(batch['lr']), train=True))(
+        jax.random.key(0, impl='rbg'))
+
+    def loss(params, model=model, variables=variables, cfg=cfg):
+      out, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
+                           batch['lr'], train=True, mutable=['batch_stats'])
+      return losses.total_loss(out, batch, cfg.loss, cfg.model.num_classes)[0]
+
+    grad_fn = jax.value_and_grad(loss)
+    results[remat] = jax.jit(grad_fn)(variables['params'])
+    results[remat, 'prims'] = _primitives(jax.make_jaxpr(grad_fn)(variables['params']).jaxpr)
+  assert 'checkpoint' in results[True, 'prims'] and 'checkpoint' not in results[False, 'prims']
+  (l0, g0), (l1, g1) = results[False], results[True]
+  np.testing.assert_allclose(float(l1), float(l0), rtol=1e-6)
+  for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+
+
+def test_grad_accumulation_applies_the_mean_gradient_every_k_steps(tiny_config):
+  """grad_accum_steps=2: the first micro-step leaves the weights alone; the second applies
+  the optimiser (poly schedule counted in updates) to the mean of both gradients."""
+  from ds2f_jax import losses
+  cfg = tiny_config.copy_and_resolve_references()
+  cfg.grad_accum_steps = 2
+  cfg.num_train_steps = 8  # 4 optimiser updates.
+  mesh = sharding.create_mesh()
+  model, tx = train.create_model(cfg), train.create_optimizer(cfg)
+  state = train.init_state(cfg, model, tx, mesh)
+  params0 = jax.device_get(state.params)
+  stats0 = jax.device_get(state.batch_stats)
+  step = train.make_train_step(cfg, model, tx, mesh)
+  batches = [_random_batch(cfg, s) for s in (1, 2)]
+  lrs = []
+  for b in batches:
+    state, scalars = step(state, sharding.put_batch(b, mesh))
+    lrs.append(float(scalars['lr']))
+    if not lrs[1:]:
+      jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(state.params),
+                             params0)
+  schedule = train.lr_schedule(cfg)
+  assert lrs == [float(schedule(0))] * 2 and float(schedule(1)) < lrs[0]
+
+  def loss(params, b):  # BN in train mode normalises with batch statistics: stats0 is unused.
+    out, _ = model.apply({'params': params, 'batch_stats': stats0}, b['lr'], train=True,
+                         mutable=['batch_stats'])
+    return losses.total_loss(out, b, cfg.loss, cfg.model.num_classes)[0]
+
+  grads = [jax.jit(jax.grad(loss))(params0, b) for b in batches]
+  mean = jax.tree_util.tree_map(lambda a, b: (a + b) / 2, *grads)
+  o = cfg.optim
+  plain = optax.chain(optax.add_decayed_weights(o.weight_decay),
+                      optax.sgd(schedule, momentum=o.momentum, nesterov=True))
+  updates, _ = plain.update(mean, plain.init(params0), params0)
+  want = optax.apply_updates(params0, updates)
+  got = jax.device_get(state.params)
+  for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(params0),
+                                                      jax.tree_util.tree_leaves(got)))
+
+
+def test_conv_backward_costs_two_forwards_in_the_flop_count():
+  """layers.conv2d's VJP traces no dead forward and counts one kernel-gradient branch, so the
+  harness's TFLOP/s stay honest: forward + input gradient + kernel gradient = 3 forwards."""
+  from ds2f_jax import flops
+  from ds2f_jax.models import layers
+  x, k = jnp.ones((2, 9, 10, 4)), jnp.ones((3, 3, 4, 5))
+  f = lambda x, k: layers.conv2d(x, k, 1, 1, 1).sum()
+  fwd = flops.conv_matmul_flops(f, x, k)
+  assert fwd == 2 * 2 * 9 * 10 * 5 * 9 * 4
+  assert flops.conv_matmul_flops(jax.grad(f, argnums=(0, 1)), x, k) == 3 * fwd

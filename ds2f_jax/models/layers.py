@@ -98,13 +98,15 @@ def _conv2d_fwd(x, kernel, stride, pad, dilation):
 def _conv2d_bwd(stride, pad, dilation, res, g):
   x, kernel = res
   conv = functools.partial(_conv_nhwc, stride=stride, pad=pad, dilation=dilation, groups=1)
-  dx = jax.vjp(lambda x_: conv(x_, kernel), x)[1](g)[0]
+  # linear_transpose, not vjp: a vjp would also trace the (dead) forward conv into
+  # the jaxpr, which XLA drops but the FLOP count (flops.py) would not.
+  dx = jax.linear_transpose(lambda x_: conv(x_, kernel), x)(g)[0]
 
   def by_taps(x, g):
     return _kernel_grad_by_taps(x, g, kernel.shape[0], stride, pad, dilation).astype(kernel.dtype)
 
   def by_xla(x, g):
-    return jax.vjp(lambda k_: conv(x, k_), kernel)[1](g)[0]
+    return jax.linear_transpose(lambda k_: conv(x, k_), kernel)(g)[0]
 
   dk = jax.lax.platform_dependent(x, g, cpu=by_taps, default=by_xla)
   return dx, dk
