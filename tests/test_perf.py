@@ -296,7 +296,8 @@ def test_remat_recomputes_but_changes_nothing(tiny_config):
     grad_fn = jax.value_and_grad(loss)
     results[remat] = jax.jit(grad_fn)(variables['params'])
     results[remat, 'prims'] = _primitives(jax.make_jaxpr(grad_fn)(variables['params']).jaxpr)
-  assert 'checkpoint' in results[True, 'prims'] and 'checkpoint' not in results[False, 'prims']
+  remat_names = {'remat2', 'checkpoint'}  # jax.checkpoint's primitive, by JAX version.
+  assert remat_names & results[True, 'prims'] and not remat_names & results[False, 'prims']
   (l0, g0), (l1, g1) = results[False], results[True]
   np.testing.assert_allclose(float(l1), float(l0), rtol=1e-6)
   for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)):
