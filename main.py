@@ -59,19 +59,9 @@ def _run(mode, config, workdir):
   train.train_and_evaluate(config, workdir)
 
 
-class _QuietLibraries(logging.logging.Filter):
-  """Keeps orbax's per-save and TFDS's per-open INFO chatter out of the console;
-  their warnings still show."""
-
-  def filter(self, record):
-    return record.levelno >= logging.logging.WARNING or not any(
-        lib in record.pathname for lib in ('/orbax/', '/tensorflow_datasets/'))
-
-
 def main(argv):
-  handler = logging.get_absl_handler()
-  for h in (handler, getattr(handler, 'python_handler', handler)):
-    h.addFilter(_QuietLibraries())
+  from ds2f_jax import reporting
+  reporting.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from configs import ablations
-from ds2f_jax import evaluate, flops, inference, input_pipeline, train
+from ds2f_jax import evaluate, flops, inference, input_pipeline, reporting, train
 
 # Settings that say where data is read from and how fast, not what is trained or
 # scored: a run may be resumed or reused when only these differ.
@@ -296,17 +296,8 @@ def _define_flags():
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
-class _QuietOrbax(logging.logging.Filter):
-  """Keeps orbax's per-save INFO lines out of a long log; its warnings still show."""
-
-  def filter(self, record):
-    return record.levelno >= logging.logging.WARNING or '/orbax/' not in record.pathname
-
-
 def main(argv):
-  handler = logging.get_absl_handler()
-  for h in (handler, getattr(handler, 'python_handler', handler)):
-    h.addFilter(_QuietOrbax())
+  reporting.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   f = flags.FLAGS

@@ -13,6 +13,22 @@ import numpy as np
 from absl import logging
 
 
+class QuietLibraries(logging.logging.Filter):
+  """Keeps orbax's per-save and TFDS's per-open INFO chatter out of the console;
+  their warnings still show."""
+
+  def filter(self, record):
+    return record.levelno >= logging.logging.WARNING or not any(
+        lib in record.pathname for lib in ('/orbax/', '/tensorflow_datasets/'))
+
+
+def quiet_library_logs() -> None:
+  """Installs QuietLibraries on absl's handler (and the Python handler behind it)."""
+  handler = logging.get_absl_handler()
+  for h in (handler, getattr(handler, 'python_handler', handler)):
+    h.addFilter(QuietLibraries())
+
+
 def _plain(v):
   v = np.asarray(v)
   return v.item() if v.ndim == 0 else v.tolist()

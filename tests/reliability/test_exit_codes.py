@@ -1,11 +1,12 @@
 """main.py's exit code and last line for each way a run can stop (docs/reliability.md)."""
 
+import logging
 import types
 
 import pytest
 
 import main
-from ds2f_jax import errors
+from ds2f_jax import errors, reporting
 
 
 @pytest.mark.parametrize('error, code, line', [
@@ -45,6 +46,29 @@ def test_exit_codes_are_distinct():
     ('/repo/ds2f_jax/reporting.py', 'INFO', True),
 ])
 def test_console_filter_drops_library_info_only(path, level, shown):
-  levelno = getattr(main.logging.logging, level)
-  record = main.logging.logging.LogRecord('absl', levelno, path, 1, 'msg', None, None)
-  assert main._QuietLibraries().filter(record) is shown
+  levelno = getattr(logging, level)
+  record = logging.LogRecord('absl', levelno, path, 1, 'msg', None, None)
+  assert reporting.QuietLibraries().filter(record) is shown
+
+
+@pytest.mark.parametrize('entry', ['main', 'ablate'])
+def test_entry_points_install_the_console_filter(entry, monkeypatch):
+  from absl import logging as absl_logging
+  from ds2f_jax import ablate
+  args = types.SimpleNamespace(mode='train', config=None, workdir='W', variants='', seeds=1)
+  if entry == 'main':
+    module = main
+    monkeypatch.setattr(main, '_run', lambda *a: None)
+    monkeypatch.setattr(main, 'FLAGS', args)
+  else:
+    module = ablate
+    monkeypatch.setattr(ablate, 'run', lambda *a: None)
+    monkeypatch.setattr(ablate.flags, 'FLAGS', args)
+  handler = absl_logging.get_absl_handler()
+  before = list(handler.filters)
+  try:
+    module.main(['x'])
+    added = [f for f in handler.filters if f not in before]
+    assert [type(f) for f in added] == [reporting.QuietLibraries]
+  finally:
+    handler.filters[:] = before
