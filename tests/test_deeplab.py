@@ -17,6 +17,7 @@ import pytest
 
 from configs import default
 from ds2f_jax.models import deeplab, pretrained, registry
+from tests import jaxpr_walk
 from ds2f_jax.models.layers import count_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,16 +89,7 @@ def test_inference_path_has_no_sr_or_sfem_parameters(variant):
 
 def _convs(jaxpr):
   """Every conv_general_dilated eqn in order, nested ones (custom_vjp of layers.conv2d) included."""
-  found = []
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == 'conv_general_dilated':
-      found.append(eqn)
-    for v in eqn.params.values():
-      for j in (v if isinstance(v, (tuple, list)) else (v,)):
-        inner = getattr(j, 'jaxpr', j)
-        if hasattr(inner, 'eqns'):
-          found += _convs(inner)
-  return found
+  return [e for e in jaxpr_walk.eqns(jaxpr) if e.primitive.name == 'conv_general_dilated']
 
 
 def test_backbone_strides_and_dilations():

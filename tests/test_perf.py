@@ -14,6 +14,7 @@ import optax
 import pytest
 
 from ds2f_jax import input_pipeline, sharding, train
+from tests import jaxpr_walk
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, 'benchmarks')
@@ -30,20 +31,8 @@ def _load(name):
 
 def _conv_dtypes(fn, *args):
   """Operand dtypes of every conv_general_dilated in fn's jaxpr (nested ones included)."""
-  found = []
-
-  def walk(jaxpr):
-    for eqn in jaxpr.eqns:
-      if eqn.primitive.name == 'conv_general_dilated':
-        found.append(str(eqn.invars[0].aval.dtype))
-      for v in eqn.params.values():
-        for j in (v if isinstance(v, (tuple, list)) else (v,)):
-          inner = getattr(j, 'jaxpr', j)
-          if hasattr(inner, 'eqns'):
-            walk(inner)
-
-  walk(jax.make_jaxpr(fn)(*args).jaxpr)
-  return found
+  return [str(e.invars[0].aval.dtype) for e in jaxpr_walk.eqns(jax.make_jaxpr(fn)(*args).jaxpr)
+          if e.primitive.name == 'conv_general_dilated']
 
 
 def _run_steps(cfg, batches, mesh, eval_after=None):
@@ -113,17 +102,9 @@ def test_bf16_tracks_float32_and_each_step_compiles_once(tiny_config):
 
 def _bf16_reductions(jaxpr):
   """(primitive, shape, scope) of every reduce_sum over bfloat16 operands, nested included."""
-  found = []
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == 'reduce_sum' and any(
-        v.aval.dtype == jnp.bfloat16 for v in eqn.invars):
-      found.append((eqn.primitive.name, eqn.invars[0].aval.shape, str(eqn.source_info.name_stack)))
-    for v in eqn.params.values():
-      for j in (v if isinstance(v, (tuple, list)) else (v,)):
-        inner = getattr(j, 'jaxpr', j)
-        if hasattr(inner, 'eqns'):
-          found += _bf16_reductions(inner)
-  return found
+  return [(e.primitive.name, e.invars[0].aval.shape, str(e.source_info.name_stack))
+          for e in jaxpr_walk.eqns(jaxpr) if e.primitive.name == 'reduce_sum'
+          and any(v.aval.dtype == jnp.bfloat16 for v in e.invars)]
 
 
 def test_bf16_gradients_sum_in_float32(tiny_config):
@@ -264,18 +245,6 @@ def _random_batch(cfg, seed, batch_size=2):
           'mask': (rng.uniform(size=(batch_size, h, w)) < 0.1).astype(np.int32)}
 
 
-def _primitives(jaxpr):
-  names = set()
-  for eqn in jaxpr.eqns:
-    names.add(eqn.primitive.name)
-    for v in eqn.params.values():
-      for j in (v if isinstance(v, (tuple, list)) else (v,)):
-        inner = getattr(j, 'jaxpr', j)
-        if hasattr(inner, 'eqns'):
-          names |= _primitives(inner)
-  return names
-
-
 def test_remat_recomputes_but_changes_nothing(tiny_config):
   """config.remat wraps the UNet blocks in jax.checkpoint: same loss and gradients."""
   from ds2f_jax import losses
@@ -295,7 +264,8 @@ def test_remat_recomputes_but_changes_nothing(tiny_config):
 
     grad_fn = jax.value_and_grad(loss)
     results[remat] = jax.jit(grad_fn)(variables['params'])
-    results[remat, 'prims'] = _primitives(jax.make_jaxpr(grad_fn)(variables['params']).jaxpr)
+    results[remat, 'prims'] = {e.primitive.name for e in jaxpr_walk.eqns(
+        jax.make_jaxpr(grad_fn)(variables['params']).jaxpr)}
   remat_names = {'remat2', 'checkpoint'}  # jax.checkpoint's primitive, by JAX version.
   assert remat_names & results[True, 'prims'] and not remat_names & results[False, 'prims']
   (l0, g0), (l1, g1) = results[False], results[True]
