@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_throughput as harness  # pylint: disable=g-import-not-at-top
 
-from ds2f_jax import losses, sharding  # pylint: disable=g-import-not-at-top
+from ds2f_jax import losses  # pylint: disable=g-import-not-at-top
 
 _INSTR = re.compile(r'^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(\S+)\s+([\w\-]+)\(')
 _BYTES = {'f32': 4, 'bf16': 2, 's32': 4, 'u32': 4, 'pred': 1, 'f16': 2, 's8': 1, 'u8': 1,
@@ -107,13 +107,10 @@ def main(argv=None):
     del p_args[i:i + 2]
   args = harness.parse_args(p_args)
   try:
-    config = harness.build_config(args)
+    compiled, carry, batch, config = harness.compile_program(args)
   except (ValueError, FileNotFoundError) as e:
     print(f'error: {e.args[0] if e.args else e}', file=sys.stderr)
     return 2
-  mesh = sharding.create_mesh(jax.devices()[:1])
-  fn, carry, batch = harness._build(args, config, mesh)  # pylint: disable=protected-access
-  compiled = fn.lower(carry, batch).compile()
   hlo = compiled.as_text()
   if dump:
     with open(dump, 'w') as f:

@@ -32,7 +32,6 @@ import jax  # pylint: disable=g-import-not-at-top
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_throughput as harness  # pylint: disable=g-import-not-at-top
 
-from ds2f_jax import sharding  # pylint: disable=g-import-not-at-top
 
 _DEF = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\S+)\s+([\w\-]+)\((.*)$')
 
@@ -115,13 +114,10 @@ def trace_events(logdir: str):
 def main(argv=None):
   args = harness.parse_args(argv)
   try:
-    config = harness.build_config(args)
+    compiled, carry, batch, config = harness.compile_program(args)
   except (ValueError, FileNotFoundError) as e:
     print(f'error: {e.args[0] if e.args else e}', file=sys.stderr)
     return 2
-  mesh = sharding.create_mesh(jax.devices()[:1])
-  fn, carry, batch = harness._build(args, config, mesh)  # pylint: disable=protected-access
-  compiled = fn.lower(carry, batch).compile()
   ops = hlo_ops(compiled.as_text())
   train_mode = args.mode == 'train'
 

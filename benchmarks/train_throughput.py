@@ -33,13 +33,9 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
 
-from ds2f_jax import sharding, train  # pylint: disable=g-import-not-at-top
+from ds2f_jax import flops as flops_lib  # pylint: disable=g-import-not-at-top
+from ds2f_jax import sharding, train
 from ds2f_jax.models import registry
-
-try:  # The spec's FLOP convention (convs + learned matmuls), where the module exists.
-  from ds2f_jax import flops as flops_lib  # pylint: disable=g-import-not-at-top
-except ImportError:
-  flops_lib = None
 
 # The spec's figure for DS2F-UNet, LR 256^2 -> HR 512^2, width 64: train fwd+bwd per image.
 SPEC_TRAIN_GFLOP_PER_IMAGE = 583.2
@@ -168,8 +164,8 @@ def _host_peak_rss_bytes() -> int | None:
   return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB.
 
 
-def _build(args, config, mesh):
-  """(jitted fn, initial carry, batch, per-call runner) for the mode."""
+def build(args, config, mesh):
+  """(jitted fn, initial carry, batch) of the mode: the train step or the inference forward."""
   model = train.create_model(config)
   batch = synthetic_batch(config, args.batch_size)
   if args.mode == 'train':
@@ -188,13 +184,21 @@ def _build(args, config, mesh):
   return infer, variables, sharding.put_batch({'lr': batch['lr']}, mesh)['lr']
 
 
+def compile_program(args):
+  """(compiled, carry, batch, config): the program at `args`, compiled for one device."""
+  config = build_config(args)
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  fn, carry, batch = build(args, config, mesh)
+  return fn.lower(carry, batch).compile(), carry, batch, config
+
+
 def run(args) -> dict:
   config = build_config(args)
   device = jax.devices()[0]
   mesh = sharding.create_mesh([device])
 
   t0 = time.perf_counter()
-  fn, carry, batch = _build(args, config, mesh)
+  fn, carry, batch = build(args, config, mesh)
   jax.block_until_ready(carry)
   init_s = time.perf_counter() - t0
 
@@ -205,9 +209,7 @@ def run(args) -> dict:
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
 
-  model_flops = None
-  if flops_lib is not None and hasattr(flops_lib, 'conv_matmul_flops'):
-    model_flops = float(flops_lib.conv_matmul_flops(fn, carry, batch))
+  model_flops = float(flops_lib.conv_matmul_flops(fn, carry, batch))
   xla_flops = _cost_flops(compiled)
 
   train_mode = args.mode == 'train'
@@ -246,7 +248,7 @@ def run(args) -> dict:
       jax.block_until_ready((carry, out))
 
   median_s = statistics.median(times)
-  flops = model_flops if model_flops is not None else xla_flops
+  flops = model_flops
   tflops = flops / median_s / 1e12 if flops else None
   b = args.batch_size
   result = {
@@ -263,7 +265,7 @@ def run(args) -> dict:
       'pipelined_step_s': pipelined_s,
       'pipelined_images_per_s': b / pipelined_s if pipelined_s else None,
       'flops_per_step': flops,
-      'flops_source': 'spec (ds2f_jax.flops)' if model_flops is not None else 'xla cost analysis',
+      'flops_source': 'spec (ds2f_jax.flops)',
       'model_gflops_per_image': model_flops / b / 1e9 if model_flops else None,
       'xla_gflops_per_image': xla_flops / b / 1e9 if xla_flops else None,
       'achieved_tflops': tflops,
