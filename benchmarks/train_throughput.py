@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ds2f_jax import flops as flops_lib  # pylint: disable=g-import-not-at-top
-from ds2f_jax import sharding, train
+from ds2f_jax import imaging, sharding, train
 from ds2f_jax.models import registry
 
 # The spec's figure for DS2F-UNet, LR 256^2 -> HR 512^2, width 64: train fwd+bwd per image.
@@ -174,7 +174,7 @@ def build(args, config, mesh):
     step = train.make_train_step(config, model, tx, mesh)
     return step, state, sharding.put_batch(batch, mesh)
 
-  h, w = train.lr_size(config)
+  h, w = imaging.input_size(config)
   x = jnp.zeros((1, h, w, config.model.in_channels), jnp.float32)
   rep = sharding.replicated(mesh)
   init = jax.jit(lambda key: model.init(key, x, train=False), out_shardings=rep)

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from configs import ablations
-from ds2f_jax import evaluate, flops, inference, input_pipeline, reporting, train
+from ds2f_jax import evaluate, flops, imaging, inference, reporting, train
 
 # Settings that say where data is read from and how fast, not what is trained or
 # scored: a run may be resumed or reused when only these differ.
@@ -259,7 +259,7 @@ def run(config, workdir: str, variants=ablations.DEFAULT_VARIANTS, seeds: int = 
             'upscale': r, 'split': str(config.eval.split), 'seeds': seed_list,
             'config': _plain_config(config), 'variants': {}}
   for name, cfg in configs.items():
-    in_size, out_size = input_pipeline.io_sizes(cfg.data.hr_size, r, cfg.model.variant)
+    in_size, out_size = imaging.io_sizes(cfg.data.hr_size, r, cfg.model.variant)
     result['variants'][name] = {'overrides': ablations.overrides(name),
                                 'input_size': list(in_size), 'output_size': list(out_size),
                                 'cost': None, 'runs': {}, 'summary': {}}

@@ -493,17 +493,6 @@ def _resize_rows(y: np.ndarray, out_size: int) -> np.ndarray:
   return out
 
 
-def resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """PyTorch legacy 'nearest': source index ⌊dst·in/out⌋ (exact integers)."""
-  out_h, out_w = (int(v) for v in size)
-  if out_h <= 0 or out_w <= 0:
-    raise ValueError(f'resize_nearest: size must be positive, got {size}.')
-  height, width = labels.shape[:2]
-  rows = np.arange(out_h) * height // out_h
-  cols = np.arange(out_w) * width // out_w
-  return np.take(np.take(labels, rows, axis=0), cols, axis=1)
-
-
 def _check_image(image: np.ndarray) -> None:
   if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
     raise ValueError(

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ds2f_jax import augment, inference, input_pipeline, metrics, visualize
+from ds2f_jax import imaging, inference, input_pipeline, metrics, visualize
 
 # Images shown per side (worst / best by FOV F1) in best_worst.png.
 GRID_IMAGES_PER_SIDE = 4
@@ -170,10 +170,10 @@ def _loader(config, source, split: str, with_hr: bool):
     record = source[index]
     image = np.asarray(record['image'])
     ex = {'index': index, 'name': _file_name(record, split, index), 'image': image,
-          'lr': inference.lr_input(image, size), 'mask': _plane(record['mask']),
+          'lr': imaging.bicubic_normalised(image, size), 'mask': _plane(record['mask']),
           'fov': _plane(record['fov'])}
     if with_hr:
-      ex['hr'] = input_pipeline.normalise(augment.resize_bicubic(image, hr_size))
+      ex['hr'] = imaging.bicubic_normalised(image, hr_size)
     return ex
 
   return load
@@ -276,7 +276,7 @@ def _grid_rows(config, restored, load, rows):
     probs, _ = inference.predict_probs(restored.model, restored.variables, lr)
     probs = np.asarray(probs)
     for (side, rank, r), e, p in zip(part, examples, probs):
-      pred = np.argmax(inference.resize_nearest(p, e['mask'].shape), axis=-1)
+      pred = np.argmax(imaging.resize_nearest(p, e['mask'].shape), axis=-1)
       caption = (f'{side} {rank}: {r["file_name"]} ({r["height"]}x{r["width"]}), '
                  f'FOV F1 {_pct(r["fov/f1"])} %')
       out.append((caption, [e['image'], visualize.label_levels(e['mask'], c),

@@ -35,7 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from ds2f_jax import checkpointing, input_pipeline, serving, sharding, train
+from ds2f_jax import checkpointing, imaging, input_pipeline, serving, sharding, train
 from ds2f_jax.models import registry
 
 PLATFORMS = ('cpu', 'cuda', 'tpu')
@@ -109,6 +109,7 @@ def _all_files(root: str) -> list[str]:
 def export_info(config, step: int, which, exported: jax.export.Exported, min_side: int) -> dict:
   r = int(config.model.upscale)
   hr = [int(s) for s in config.data.hr_size]
+  size_in, size_out = imaging.io_sizes(hr, r, config.model.variant)
   return {
       'format': serving.FORMAT,
       'format_version': serving.FORMAT_VERSION,
@@ -118,7 +119,7 @@ def export_info(config, step: int, which, exported: jax.export.Exported, min_sid
       'input': {
           'layout': 'NHWC', 'dtype': 'float32', 'channels': 'RGB',
           'normalisation': 'x / 255 * 2 - 1 (uint8 RGB -> [-1, 1])',
-          'lr_size': [s // r for s in hr],
+          'lr_size': list(size_in),
           'min_lr_side': min_side,
           'size_multiple': 1,
           'lr_resize': 'bicubic from the original image, OpenCV INTER_CUBIC semantics '
@@ -126,10 +127,13 @@ def export_info(config, step: int, which, exported: jax.export.Exported, min_sid
       },
       'output': {
           'what': 'softmax class probabilities, float32',
-          'shape': '(batch, lr_height * upscale, lr_width * upscale, num_classes)',
+          'shape': ('(batch, height, width, num_classes) at the input size'
+                    if config.model.variant in imaging.SEG_INPUT else
+                    '(batch, lr_height * upscale, lr_width * upscale, num_classes)'),
           'hr_size': hr,
-          'to_original_size': 'nearest, PyTorch legacy rule: src = floor(dst * in / out); '
-                              'mask = argmax over classes',
+          'size': list(size_out),
+          'to_original_size': 'nearest: src = floor(dst * in / out) in exact integers '
+                              '(OpenCV INTER_NEAREST); mask = argmax over classes',
       },
       'convention': (f'Training pairs: HR = bicubic(original -> data.hr_size {hr}), LR = '
                      f'bicubic(original -> hr_size / {r}); the model maps LR to logits at '
@@ -167,8 +171,7 @@ def export(config, workdir: str) -> str:
   mesh = sharding.create_mesh(jax.devices()[:1])
   step, state = restore_train_state(config, workdir, which, mesh)
   model = inference_model(config)
-  r = int(config.model.upscale)
-  lr_shape = (1, config.data.hr_size[0] // r, config.data.hr_size[1] // r, 3)
+  lr_shape = (1, *imaging.input_size(config), 3)
   variables = registry.inference_variables(
       model, {'params': state.params, 'batch_stats': state.batch_stats}, lr_shape)
   variables = jax.tree_util.tree_map(np.asarray, jax.device_get(variables))

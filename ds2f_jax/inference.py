@@ -26,7 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from ds2f_jax import augment, checkpointing, input_pipeline, metrics
+from ds2f_jax import checkpointing, imaging
 from ds2f_jax.models import registry
 from ds2f_jax.models.ds2f import SEG_ONLY_VARIANTS
 
@@ -45,8 +45,7 @@ def lr_size(config) -> tuple[int, int]:
   is at the input size and reaches the original size by the nearest resize of
   the probabilities (decision 9.14).
   """
-  r = int(config.model.upscale)
-  size = input_pipeline.io_sizes(config.data.hr_size, r, config.model.variant)[0]
+  size = imaging.input_size(config)
   registry.check_input_size(config.model, size)
   return size
 
@@ -132,18 +131,6 @@ def predict_probs(model, variables, lr, with_sr: bool = False):
   so padding a batch does not change the other images.
   """
   return _probs(model, variables, jnp.asarray(lr, jnp.float32), with_sr=with_sr)
-
-
-def lr_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """uint8 RGB at any size -> the normalised float32 LR input (bicubic, as training)."""
-  return input_pipeline.normalise(augment.resize_bicubic(np.asarray(image, np.uint8), size))
-
-
-def resize_nearest(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """(h, w, ...) -> (H, W, ...) on the host, the same rule as metrics.nearest_resize_probs."""
-  rows = metrics.legacy_nearest_indices(maps.shape[0], int(size[0]))
-  cols = metrics.legacy_nearest_indices(maps.shape[1], int(size[1]))
-  return maps[rows][:, cols]
 
 
 def chunks(items, batch_size: int):

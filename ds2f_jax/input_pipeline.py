@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ds2f_jax import augment
+from ds2f_jax import augment, imaging
 
 # Independent random streams derived from config.seed.
 _SHUFFLE_STREAM = 0
@@ -133,45 +133,6 @@ def split_source(config: ml_collections.ConfigDict, split: str, key: str = 'spli
 # One example.
 
 
-def check_sizes(hr_size: Sequence[int], upscale: int) -> tuple[int, int]:
-  """Validates (height, width) of the HR target against the upscale rate r."""
-  if len(hr_size) != 2 or any(int(v) <= 0 for v in hr_size):
-    raise ValueError(
-        f'data.hr_size must be (height, width) of positive ints, got {hr_size}.'
-    )
-  if int(upscale) < 1:
-    raise ValueError(f'model.upscale must be a positive int, got {upscale}.')
-  height, width = (int(v) for v in hr_size)
-  if height % upscale or width % upscale:
-    raise ValueError(
-        f'data.hr_size {tuple(hr_size)} is not divisible by model.upscale'
-        f' {upscale}: the LR input would not be exactly HR / r.'
-    )
-  return height, width
-
-
-# Segmentation-only variants: the size they see, which is also their output size.
-_SEG_INPUT = {'seg_only': 'lr', 'seg_hr': 'hr'}
-
-
-def io_sizes(
-    hr_size: Sequence[int], upscale: int, variant: str = 'ds2f'
-) -> tuple[tuple[int, int], tuple[int, int]]:
-  """(input, output) (height, width) of the network for `model.variant`.
-
-  DS2F variants map LR = hr_size / r to HR; seg_only runs at LR and seg_hr at
-  HR, input and output alike (decision 9.14).
-  """
-  height, width = check_sizes(hr_size, upscale)
-  lr = (height // upscale, width // upscale)
-  where = _SEG_INPUT.get(variant)
-  if where == 'lr':
-    return lr, lr
-  if where == 'hr':
-    return (height, width), (height, width)
-  return lr, (height, width)
-
-
 def make_example(
     record: Mapping[str, Any],
     hr_size: Sequence[int],
@@ -191,7 +152,7 @@ def make_example(
     rng: augments (official recipe) at the original resolution when given.
     num_classes: when given, mask ids outside [0, num_classes) are refused.
     variant: model.variant; seg_only and seg_hr get the example of their own
-      input size (`io_sizes`), all others the LR/HR pair.
+      input size (`imaging.io_sizes`), all others the LR/HR pair.
 
   Returns:
     'lr' (h, w, 3) and 'hr' (H, W, 3) float32 in [-1, 1]; 'mask' (H, W) int32;
@@ -202,7 +163,7 @@ def make_example(
     ValueError: naming the record's file, for a non-RGB image, a mask or FOV
       of another size, or out-of-range class ids.
   """
-  (in_h, in_w), (height, width) = io_sizes(hr_size, upscale, variant)
+  (in_h, in_w), (height, width) = imaging.io_sizes(hr_size, upscale, variant)
   image = np.asarray(record['image'])
   mask = _plane(record['mask'])
   fov = _plane(record['fov'])
@@ -213,10 +174,10 @@ def make_example(
     hr = image
   else:
     hr = augment.resize_bicubic(image, (height, width))
-    mask = augment.resize_nearest(mask, (height, width))
-    fov = augment.resize_nearest(fov, (height, width))
-  if variant in _SEG_INPUT:  # Input and output share one size: one image.
-    hr = normalise(hr)
+    mask = imaging.resize_nearest(mask, (height, width))
+    fov = imaging.resize_nearest(fov, (height, width))
+  if variant in imaging.SEG_INPUT:  # Input and output share one size: one image.
+    hr = imaging.normalise(hr)
     return {
         'lr': hr,
         'hr': hr,
@@ -224,22 +185,12 @@ def make_example(
         'fov': fov.astype(np.uint8),
     }
   # LR comes from the augmented original, not from HR (decision 9.10).
-  lr = augment.resize_bicubic(image, (in_h, in_w))
   return {
-      'lr': normalise(lr),
-      'hr': normalise(hr),
+      'lr': imaging.bicubic_normalised(image, (in_h, in_w)),
+      'hr': imaging.normalise(hr),
       'mask': mask.astype(np.int32),
       'fov': fov.astype(np.uint8),
   }
-
-
-def normalise(image: np.ndarray) -> np.ndarray:
-  """uint8 → float32 x / 255 · 2 − 1 in [-1, 1] (mean 0.5, std 0.5)."""
-  out = image.astype(np.float32)
-  out /= 255
-  out *= 2
-  out -= 1
-  return out
 
 
 def random_crop(
@@ -399,13 +350,13 @@ def train_dataset(
         f'process_index {process_index} is outside [0, {process_count}).'
     )
   upscale = int(config.model.upscale)
-  hr_size = check_sizes(config.data.hr_size, upscale)
+  hr_size = imaging.check_sizes(config.data.hr_size, upscale)
   crop = _check_crop(config.data.crop_size, hr_size, upscale)
   variant = config.model.variant
   crop_upscale = upscale
-  if variant in _SEG_INPUT:  # One size in and out: crop it (HR crop x out / HR).
+  if variant in imaging.SEG_INPUT:  # One size in and out: crop it (HR crop x out / HR).
     crop_upscale = 1
-    out = io_sizes(hr_size, upscale, variant)[1]
+    out = imaging.io_sizes(hr_size, upscale, variant)[1]
     if crop is not None:
       crop = (crop[0] * out[0] // hr_size[0], crop[1] * out[1] // hr_size[1])
   do_augment = bool(config.data.augment)
@@ -465,7 +416,7 @@ def eval_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
   """Every example of `split` once, in order, at HR, without augmentation.
 
-  (At the network's output size for seg_only / seg_hr: see `io_sizes`.)
+  (At the network's output size for seg_only / seg_hr: see `imaging.io_sizes`.)
 
   All batches have the same shape so that a jitted eval step compiles once:
   the last one is padded with zero examples, and 'valid' (B,) float32 marks
@@ -475,13 +426,13 @@ def eval_batches(
   """
   local = _local_batch_size(batch_size, process_count, 'eval batch_size')
   upscale = int(config.model.upscale)
-  hr_size = check_sizes(config.data.hr_size, upscale)
+  hr_size = imaging.check_sizes(config.data.hr_size, upscale)
   variant = config.model.variant
   source = split_source(config, split, 'eval split')
   num_classes = int(config.model.num_classes)
   count = len(source)
   padded = -(-count // batch_size) * batch_size
-  (in_h, in_w), (height, width) = io_sizes(hr_size, upscale, variant)
+  (in_h, in_w), (height, width) = imaging.io_sizes(hr_size, upscale, variant)
   blank = {
       'lr': np.zeros((in_h, in_w, 3), np.float32),
       'hr': np.zeros((height, width, 3), np.float32),

@@ -5,6 +5,10 @@ package): this is the part of MessagePack that `msgpack_serialize` writes —
 maps, arrays, strings, binaries, numbers and its extension types (1: ndarray,
 2: complex, 3: NumPy scalar, each a packed (shape, dtype name, bytes) triple),
 plus flax's chunked form of arrays over 1 GiB.
+
+Anything else, including data nested deeper than MAX_DEPTH (a parameter tree
+is a few levels deep; recursion would otherwise end in a RecursionError), is
+a ValueError with one line.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 
 _EXT_NDARRAY, _EXT_COMPLEX, _EXT_NPSCALAR = 1, 2, 3
 _CHUNKED = '__msgpack_chunked_array__'
+MAX_DEPTH = 64
 
 # Fixed-width items: first byte -> (struct format, size).
 _FIXED = {
@@ -32,6 +37,7 @@ class _Reader:
   def __init__(self, data: bytes | memoryview):
     self.data = memoryview(data)
     self.pos = 0
+    self.depth = 0
 
   def take(self, n: int) -> memoryview:
     if self.pos + n > len(self.data):
@@ -79,14 +85,27 @@ class _Reader:
       return self.ext(1 << (b - 0xd4))
     raise ValueError(f'unsupported msgpack type byte 0x{b:02x} at offset {self.pos - 1}')
 
+  def nest(self) -> None:
+    self.depth += 1
+    if self.depth > MAX_DEPTH:
+      raise ValueError(f'msgpack data nested deeper than {MAX_DEPTH} levels at offset '
+                       f'{self.pos - 1}: not a parameter tree')
+
   def sequence(self, n: int) -> list:
-    return [self.value() for _ in range(n)]
+    self.nest()
+    out = [self.value() for _ in range(n)]
+    self.depth -= 1
+    return out
 
   def mapping(self, n: int) -> dict:
+    self.nest()
     out = {}
     for _ in range(n):
       key = self.value()
+      if isinstance(key, (list, dict, memoryview)):
+        raise ValueError(f'msgpack map key of type {type(key).__name__} at offset {self.pos}')
       out[key] = self.value()
+    self.depth -= 1
     if out.get(_CHUNKED) is True:
       return _unchunk(out)
     return out
@@ -127,9 +146,19 @@ def _unchunk(d: dict) -> np.ndarray:
 
 
 def loads(data: bytes | memoryview) -> Any:
-  """The tree that `flax.serialization.msgpack_serialize` wrote to `data`."""
+  """The tree that `flax.serialization.msgpack_serialize` wrote to `data`.
+
+  Raises:
+    ValueError: for data this reader cannot take, in one line.
+  """
   reader = _Reader(data)
-  tree = reader.value()
+  try:
+    tree = reader.value()
+  except ValueError:
+    raise
+  except (KeyError, TypeError, IndexError, AttributeError, struct.error) as e:
+    raise ValueError(f'malformed msgpack data near offset {reader.pos}: '
+                     f'{type(e).__name__}: {e}') from None
   if reader.pos != len(reader.data):
     raise ValueError(f'{len(reader.data) - reader.pos} trailing bytes after the msgpack data')
   return tree

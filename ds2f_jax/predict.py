@@ -10,6 +10,10 @@ into the output folder:
 * NAME_overlay.png: the prediction over the image; when a ground-truth mask is
   given (`--mask`), its errors instead: TP green, FP red, FN blue.
 
+Inputs sharing a NAME (a.png, a.jpg) write NAME_EXT_* instead; two inputs
+that would still write one file are refused before anything is written
+(`output_names`).
+
 Inputs are read with Pillow and converted to RGB: grey images are repeated
 over three channels, the alpha channel of RGBA/LA images is dropped, palette
 images are expanded, 16-bit grey images are scaled to 8 bits; GIF and TIFF use
@@ -32,7 +36,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from ds2f_jax import evaluate, inference, input_pipeline, visualize
+from ds2f_jax import evaluate, imaging, inference, input_pipeline, visualize
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.gif', '.ppm', '.pgm', '.pnm',
                     '.bmp')
@@ -68,8 +72,13 @@ def _open(path: str) -> Image.Image:
 
 
 def read_rgb(path: str) -> np.ndarray:
-  """Any supported image file as uint8 RGB (H, W, 3); see the module docstring."""
+  """Any supported image file as uint8 RGB (H, W, 3); see the module docstring.
+
+  Any size is accepted that serving accepts too (`imaging.check_image_size`):
+  the image is resized to the network input whatever its size.
+  """
   img = _open(path)
+  imaging.check_image_size(img.size[::-1], os.path.basename(path))
   if img.mode.startswith('I;16') or img.mode == 'I':
     grey = np.asarray(img).astype(np.float64)
     grey = np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8)
@@ -117,11 +126,38 @@ def find_mask(mask_path: str | None, image_path: str, input_is_dir: bool) -> str
   return None
 
 
-def _output_stems(files: list[str]) -> list[str]:
-  """NAME of NAME.EXT; NAME_EXT where two inputs share a NAME (a.png and a.jpg)."""
+def output_files(stem: str, class_names) -> dict:
+  """The files written for an input with output stem `stem`: {'prob': {class: file},
+  'mask': file, 'overlay': file}."""
+  c = len(class_names)
+  probs = ({1: f'{stem}_prob.png'} if c == 2 else
+           {k: f'{stem}_prob_{class_names[k]}.png' for k in range(1, c)})
+  return {'prob': probs, 'mask': f'{stem}_mask.png', 'overlay': f'{stem}_overlay.png'}
+
+
+def output_names(files: list[str], class_names) -> dict[str, dict]:
+  """{input path: its `output_files`}, no file claimed by two inputs.
+
+  NAME.EXT writes NAME_*.png; where two inputs share a NAME (a.png and a.jpg)
+  each writes NAME_EXT_*.png. That can still meet another input's names
+  (a_png.png, or a class name ending like another suffix), and on a
+  case-insensitive file system A.png and a.png meet too. Such a collision is
+  refused before anything is written, naming both inputs, rather than renamed
+  again: a name the user did not choose would be hard to find, and a
+  silently replaced output is a lost result.
+  """
   stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
-  return [s if stems.count(s) == 1 else os.path.basename(f).replace('.', '_')
-          for s, f in zip(stems, files)]
+  out, owner = {}, {}
+  for f, stem in zip(files, stems):
+    if stems.count(stem) > 1:
+      stem = os.path.basename(f).replace('.', '_')
+    out[f] = output_files(stem, class_names)
+    for name in [*out[f]['prob'].values(), out[f]['mask'], out[f]['overlay']]:
+      other = owner.setdefault(name.casefold(), f)
+      if other != f:
+        raise ValueError(f'--input: {os.path.basename(other)} and {os.path.basename(f)} would '
+                         f'both write {name}; rename one of them (nothing was written)')
+  return out
 
 
 def _prepare_output(output_dir: str) -> str:
@@ -151,13 +187,12 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
     raise FileNotFoundError(f'--mask {mask_path} does not exist')
   if mask_path is not None and input_is_dir and not os.path.isdir(mask_path):
     raise ValueError(f'--mask {mask_path} must be a folder when --input is a folder')
+  outputs = output_names(files, _class_names(config))
   output_dir = _prepare_output(output_dir)
   restored = inference.restore(config, workdir, config.eval.checkpoint)
   num_classes = int(config.model.num_classes)
-  names = _class_names(config)
   size = inference.lr_size(config)
   batch_size = int(config.eval.batch_size or config.batch_size)
-  stems = dict(zip(files, _output_stems(files)))
 
   written, failed = [], {}
 
@@ -178,11 +213,12 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
       yield path, image
 
   for chunk in inference.chunks(readable(files), batch_size):
-    lr = inference.stack_padded([inference.lr_input(im, size) for _, im in chunk], batch_size)
+    lr = inference.stack_padded([imaging.bicubic_normalised(im, size) for _, im in chunk],
+                                batch_size)
     probs, _ = inference.predict_probs(restored.model, restored.variables, lr)
     probs = np.asarray(jax.device_get(probs))
     for (path, image), p in zip(chunk, probs):
-      p = inference.resize_nearest(p, image.shape[:2])
+      p = imaging.resize_nearest(p, image.shape[:2])
       pred = np.argmax(p, axis=-1)
       gt = None
       mask_file = find_mask(mask_path, path, input_is_dir)
@@ -198,15 +234,14 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
         except ValueError as e:
           fail(mask_file, f'{e}; overlay of {os.path.basename(path)} written without errors')
           gt = None
-      stem = os.path.join(output_dir, stems[path])
-      if num_classes == 2:
-        visualize.save_png(f'{stem}_prob.png', visualize.probability_levels(p[..., 1], 16))
-      else:
-        for c in range(1, num_classes):
-          visualize.save_png(f'{stem}_prob_{names[c]}.png',
-                             visualize.probability_levels(p[..., c], 16))
-      visualize.save_png(f'{stem}_mask.png', visualize.label_levels(pred, num_classes))
-      visualize.save_png(f'{stem}_overlay.png', visualize.overlay(image, pred, gt))
+      out = outputs[path]
+      for c, name in out['prob'].items():
+        visualize.save_png(os.path.join(output_dir, name),
+                           visualize.probability_levels(p[..., c], 16))
+      visualize.save_png(os.path.join(output_dir, out['mask']),
+                         visualize.label_levels(pred, num_classes))
+      visualize.save_png(os.path.join(output_dir, out['overlay']),
+                         visualize.overlay(image, pred, gt))
       written.append(path)
     progress.update(len(chunk))
   progress.close()

@@ -11,12 +11,17 @@ image needs only `jax`, `numpy` and (for files) `pillow`:
 
   python -m ds2f_jax.serving W/export a.png b.jpg --output out/
 
-Each image goes through the training pipeline's LR path: bicubic resize
-(OpenCV INTER_CUBIC semantics) of the original to the model's LR size, then
-x / 255 * 2 - 1. The exported model returns probabilities at HR = LR x r; they
-are resized back to the image's own size by nearest neighbour (PyTorch's legacy
-rule), and the mask is their argmax. Serving needs a JAX at least as new as the
-one that exported (`export_info.json` records it).
+Each image goes through the rules of `ds2f_jax.imaging`, as in training and
+`--mode predict`: bicubic resize (OpenCV INTER_CUBIC semantics) of the original
+to the model's input size, then x / 255 * 2 - 1. The exported model returns
+probabilities (at HR = LR x r for DS2F, at the input size for the
+segmentation-only baselines); they are resized back to the image's own size by
+the nearest rule floor(dst * in / out), and the mask is their argmax. Any image
+with at least one pixel per side is accepted. Serving needs a JAX at least as
+new as the one that exported (`export_info.json` records it).
+
+`export_info.json` must list every file with its sha256 (`files`); a missing or
+malformed manifest, or an entry outside the export folder, is refused.
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ from collections.abc import Sequence
 import hashlib
 import json
 import os
+import re
 import sys
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from ds2f_jax import augment, msgpack_params
+from ds2f_jax import imaging, msgpack_params
 
 INFO_FILE = 'export_info.json'
 EXPORTED_FILE = 'model.jax_exported'
@@ -57,16 +63,10 @@ def sha256_file(path: str) -> str:
   return h.hexdigest()
 
 
-def verify_files(export_dir: str, files: dict[str, str]) -> None:
-  """Every file listed in export_info.json exists with its recorded sha256."""
-  for rel, expected in sorted(files.items()):
-    path = os.path.join(export_dir, rel)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f'{path} is missing (listed in {INFO_FILE}); re-export the model')
-    got = sha256_file(path)
-    if got != expected:
-      raise ValueError(f'{path}: sha256 mismatch (expected {expected[:16]}..., got {got[:16]}...):'
-                       ' the file changed or is corrupt; re-export or copy it again')
+def _version(text: str) -> tuple[int, ...]:
+  """'0.10.2' -> (0, 10, 2); a version it cannot read counts as the oldest."""
+  parts = re.match(r'\d+(?:\.\d+)*', str(text))
+  return tuple(int(p) for p in parts.group(0).split('.')) if parts else ()
 
 
 def _first_line(e: BaseException) -> str:
@@ -75,6 +75,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def load_info(export_dir: str) -> dict:
+  """export_info.json, checked for every key serving reads (one line naming the file and key)."""
   path = os.path.join(export_dir, INFO_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path} not found: {export_dir} is not an export directory '
@@ -82,12 +83,72 @@ def load_info(export_dir: str) -> dict:
   try:
     with open(path, encoding='utf-8') as f:
       info = json.load(f)
-  except (ValueError, UnicodeDecodeError) as e:
+  except (ValueError, UnicodeDecodeError, RecursionError) as e:
     raise ValueError(f'{path} is not valid JSON: {_first_line(e)}') from None
+  if not isinstance(info, dict):
+    raise ValueError(f'{path}: expected a JSON object, got {type(info).__name__}')
   if info.get('format') != FORMAT or info.get('format_version') != FORMAT_VERSION:
     raise ValueError(f'{path}: format {info.get("format")!r} version '
                      f'{info.get("format_version")!r} is not {FORMAT!r} version {FORMAT_VERSION}')
+  _check_info(path, info)
   return info
+
+
+def _check_info(path: str, info: dict) -> None:
+  def get(key: str):
+    node = info
+    for k in key.split('.'):
+      if not isinstance(node, dict) or k not in node:
+        raise ValueError(f'{path}: {key} is missing; the file is damaged or hand-edited: '
+                         're-export the model')
+      node = node[k]
+    return node
+
+  def positive_ints(key: str, n: int | None) -> None:
+    v = get(key)
+    v = [v] if n is None else v
+    if (not isinstance(v, list) or (n is not None and len(v) != n)
+        or not all(type(x) is int and x >= 1 for x in v)):
+      what = 'a positive integer' if n is None else f'a list of {n} positive integers'
+      raise ValueError(f'{path}: {key} must be {what}, got {get(key)!r}')
+
+  positive_ints('input.lr_size', 2)
+  positive_ints('input.min_lr_side', None)
+  positive_ints('model.upscale', None)
+  names = get('class_names')
+  if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+    raise ValueError(f'{path}: class_names must be a list of at least 2 strings, got {names!r}')
+  files = get('files')
+  if not isinstance(files, dict) or not all(
+      isinstance(v, str) and re.fullmatch('[0-9a-f]{64}', v) for v in files.values()):
+    raise ValueError(f'{path}: files must map each file to its sha256 (64 hex digits)')
+  for required in (EXPORTED_FILE, PARAMS_FILE):
+    if required not in files:
+      raise ValueError(f'{path}: files does not list {required}: the export cannot be verified; '
+                       're-export the model')
+
+
+def check_manifest(export_dir: str, files: dict[str, str]) -> None:
+  """Every entry of `files` names a file inside export_dir (no absolute path, '..' or link out)."""
+  root = os.path.realpath(export_dir)
+  info = os.path.join(export_dir, INFO_FILE)
+  for rel in files:
+    target = os.path.realpath(os.path.join(root, rel))
+    if os.path.isabs(rel) or os.path.commonpath([root, target]) != root or target == root:
+      raise ValueError(f'{info}: files entry {rel!r} points outside {export_dir}; refused')
+
+
+def verify_files(export_dir: str, files: dict[str, str]) -> None:
+  """Every file listed in export_info.json exists with its recorded sha256."""
+  check_manifest(export_dir, files)
+  for rel, expected in sorted(files.items()):
+    path = os.path.join(export_dir, rel)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f'{path} is missing (listed in {INFO_FILE}); re-export the model')
+    got = sha256_file(path)
+    if got != expected:
+      raise ValueError(f'{path}: sha256 mismatch (expected {expected[:16]}..., got {got[:16]}...):'
+                       ' the file changed or is corrupt; re-export or copy it again')
 
 
 def load_image(path: str) -> np.ndarray:
@@ -129,30 +190,36 @@ class Predictor:
   def load(cls, export_dir: str, verify: bool = True) -> Predictor:
     """Reads `export_dir`, checking each file's sha256 first (unless verify=False)."""
     info = load_info(export_dir)
+    check_manifest(export_dir, info['files'])
     if verify:
-      verify_files(export_dir, info.get('files', {}))
+      verify_files(export_dir, info['files'])
     path = os.path.join(export_dir, EXPORTED_FILE)
     with open(path, 'rb') as f:
       blob = f.read()
     try:
       exported = jax.export.deserialize(bytearray(blob))
     except Exception as e:  # pylint: disable=broad-except
-      made_by = info.get('versions', {}).get('jax', '?')
-      raise ValueError(f'{path}: jax {jax.__version__} cannot load this artifact (exported with '
-                       f'jax {made_by}; serving needs a jax at least as new): '
-                       f'{_first_line(e)}') from None
+      versions = info.get('versions')
+      made_by = str(versions.get('jax', '?')) if isinstance(versions, dict) else '?'
+      if _version(jax.__version__) < _version(made_by):
+        raise ValueError(f'{path}: jax {jax.__version__} cannot load this artifact (exported with '
+                         f'jax {made_by}; serving needs a jax at least as new): '
+                         f'{_first_line(e)}') from None
+      raise ValueError(f'{path}: not a readable jax.export artifact, so the file is corrupt or '
+                       f'not written by --mode export ({_first_line(e)}): re-export or copy it '
+                       'again') from None
     path = os.path.join(export_dir, PARAMS_FILE)
     with open(path, 'rb') as f:
       try:
         variables = msgpack_params.loads(f.read())
-      except (ValueError, KeyError, TypeError) as e:
+      except ValueError as e:
         raise ValueError(f'{path}: unreadable parameters ({_first_line(e)})') from None
     _check_variables(path, variables, exported)
     return cls(exported, variables, info)
 
   @property
   def lr_size(self) -> tuple[int, int]:
-    """(height, width) the model was trained on; images are resized to it by default."""
+    """(height, width) of the network input in training; images are resized to it by default."""
     return tuple(self.info['input']['lr_size'])
 
   @property
@@ -180,7 +247,7 @@ class Predictor:
                   lr_size: Sequence[int] | None = None) -> np.ndarray:
     """The image as an (H, W, 3) uint8 array, or a one-line error naming it."""
     image = np.asarray(image)
-    lr_h, lr_w = self._lr_size(lr_size)
+    self._lr_size(lr_size)
     if image.dtype != np.uint8:
       raise ValueError(f'{name}: expected uint8 RGB values (0..255), got dtype {image.dtype}')
     channels = 1 if image.ndim == 2 else image.shape[-1] if image.ndim == 3 else None
@@ -192,16 +259,13 @@ class Predictor:
                        'drop the alpha channel, image[..., :3]')
     if channels != 3:
       raise ValueError(f'{name}: expected an (H, W, 3) RGB image, got shape {image.shape}')
-    if image.shape[0] < lr_h or image.shape[1] < lr_w:
-      raise ValueError(f'{name} of size {image.shape[0]}x{image.shape[1]} is smaller than the '
-                       f'model input {lr_h}x{lr_w} (LR; HR = LR x {self.upscale}): use a larger '
-                       f'image or pass a smaller lr_size (each side >= {self.min_lr_side})')
+    imaging.check_image_size(image.shape, name)
     return image
 
   def preprocess(self, image: np.ndarray, lr_size: Sequence[int] | None = None) -> np.ndarray:
-    """uint8 (H, W, 3) -> the model's float32 LR input: bicubic to lr_size, x/255*2-1."""
-    lr = augment.resize_bicubic(self.check_image(image, lr_size=lr_size), self._lr_size(lr_size))
-    return lr.astype(np.float32) / 255 * 2 - 1
+    """uint8 (H, W, 3) -> the model's float32 input: bicubic to lr_size, x/255*2-1."""
+    return imaging.bicubic_normalised(self.check_image(image, lr_size=lr_size),
+                                      self._lr_size(lr_size))
 
   def predict(self, image: np.ndarray, lr_size: Sequence[int] | None = None) -> Prediction:
     """One (H, W, 3) uint8 RGB image -> probabilities and mask at (H, W)."""
@@ -231,7 +295,7 @@ class Predictor:
       chunk = images[start:start + batch_size]
       lr = np.stack([self.preprocess(im, size) for im in chunk])
       for im, probs in zip(chunk, self.predict_lr(lr)):
-        probs = augment.resize_nearest(probs, im.shape[:2])
+        probs = imaging.resize_nearest(probs, im.shape[:2])
         out.append(Prediction(probs, np.argmax(probs, axis=-1).astype(np.uint8)))
     return out
 
@@ -259,6 +323,8 @@ def _check_variables(path: str, variables: Any, exported: jax.export.Exported) -
   if tree != exported.in_tree:
     raise ValueError(f'{path}: its parameter tree does not match {EXPORTED_FILE}')
   for leaf, aval in zip(jax.tree_util.tree_leaves(variables), exported.in_avals):
+    if not isinstance(leaf, np.ndarray):
+      raise ValueError(f'{path}: a parameter is a {type(leaf).__name__}, not an array')
     if tuple(leaf.shape) != tuple(aval.shape) or leaf.dtype != aval.dtype:
       raise ValueError(f'{path}: a parameter of shape {leaf.shape} {leaf.dtype} where '
                        f'{EXPORTED_FILE} expects {aval.shape} {aval.dtype}')
@@ -284,8 +350,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = Predictor.load(args.export_dir)
     images = [predictor.check_image(load_image(p), p, args.lr_size) for p in args.images]
     stems = [os.path.splitext(os.path.basename(p))[0] for p in args.images]
-    if len(set(stems)) != len(stems):
-      raise ValueError('two images share a file name; their outputs would overwrite each other')
+    seen = {}
+    for path, stem in zip(args.images, stems):  # casefold: also on case-insensitive disks.
+      other = seen.setdefault(stem.casefold(), path)
+      if other != path:
+        raise ValueError(f'{other} and {path} would both write {stem}_mask.png; rename one '
+                         '(nothing was written)')
     os.makedirs(args.output, exist_ok=True)
     results = predictor.predict_batch(images, args.lr_size, args.batch_size)
     for path, stem, image, result in zip(args.images, stems, images, results):

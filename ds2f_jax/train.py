@@ -20,7 +20,7 @@ import optax
 from absl import logging
 
 from ds2f_jax import checkpointing, distributed, losses, metrics, reporting, sharding
-from ds2f_jax import errors, fault_points, nonfinite, preemption, workdir_lock
+from ds2f_jax import errors, fault_points, imaging, nonfinite, preemption, workdir_lock
 from ds2f_jax.models import pretrained, registry
 
 
@@ -80,18 +80,13 @@ def create_optimizer(config) -> optax.GradientTransformation:
   return tx
 
 
-def lr_size(config) -> tuple[int, int]:
-  r = config.model.upscale
-  return config.data.hr_size[0] // r, config.data.hr_size[1] // r
-
-
 def create_model(config):
   return registry.create_model(config.model, dtype=config.dtype, remat=config.remat)
 
 
 def init_state(config, model, tx, mesh) -> TrainState:
   """Initial state, created directly replicated on the mesh."""
-  h, w = lr_size(config)
+  h, w = imaging.input_size(config)
   x = jnp.zeros((1, h, w, config.model.in_channels), jnp.float32)
 
   def init(key):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import ablations, default
-from ds2f_jax import ablate, evaluate, flops, inference, input_pipeline, train
+from ds2f_jax import ablate, evaluate, flops, imaging, inference, input_pipeline, train
 from ds2f_jax.models import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,7 +91,7 @@ def _seg_only_reference(cfg, directory):
   records = [source[i] for i in range(len(source))]
   probs = []
   for start in range(0, len(records), cfg.eval.batch_size):
-    lr = inference.stack_padded([inference.lr_input(r['image'], (32, 32))
+    lr = inference.stack_padded([imaging.bicubic_normalised(r['image'], (32, 32))
                                  for r in records[start:start + cfg.eval.batch_size]],
                                 cfg.eval.batch_size)
     out, _ = inference.predict_probs(restored.model, restored.variables, lr)

@@ -379,26 +379,3 @@ def test_bicubic_matches_cv2(shape, size):
   ref = cv2.resize(img, size[::-1], interpolation=cv2.INTER_CUBIC)
   diff = np.abs(got.astype(int) - ref)
   assert diff.max() <= 1 and (diff > 0).mean() < 1e-4
-
-
-def test_nearest_rule():
-  labels = np.arange(7 * 9).reshape(7, 9)
-  for size in [(3, 4), (14, 18), (10, 5), (7, 9)]:
-    got = A.resize_nearest(labels, size)
-    rows = [dst * 7 // size[0] for dst in range(size[0])]
-    cols = [dst * 9 // size[1] for dst in range(size[1])]
-    np.testing.assert_array_equal(got, labels[np.ix_(rows, cols)])
-  # The legacy rule picks floor(dst * in / out), not the pixel centre.
-  np.testing.assert_array_equal(
-      A.resize_nearest(np.arange(4)[None], (1, 3)), [[0, 1, 2]])
-  np.testing.assert_array_equal(
-      A.resize_nearest(np.arange(3)[None], (1, 4)), [[0, 0, 1, 2]])
-
-
-@needs_cv2
-def test_nearest_matches_cv2():
-  rng = np.random.default_rng(17)
-  labels = rng.integers(0, 4, (61, 83), dtype=np.uint8)
-  for size in [(122, 166), (30, 41), (45, 100)]:
-    ref = cv2.resize(labels, size[::-1], interpolation=cv2.INTER_NEAREST)
-    np.testing.assert_array_equal(A.resize_nearest(labels, size), ref)

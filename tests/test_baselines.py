@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from ds2f_jax import augment, inference, input_pipeline as ip, losses, train
+from ds2f_jax import augment, imaging, inference, input_pipeline as ip, losses, train
 from ds2f_jax.models import registry
 
 VARIANTS = ('ds2f', 'ds2f_after', 'dual_stream', 'seg_only', 'seg_hr')
@@ -24,19 +24,19 @@ def _record(rng, height=80, width=96):
 
 
 def _nearest_ref(x, size):
-  """floor(dst * in / out) in float64, independent of augment.resize_nearest."""
+  """floor(dst * in / out) in float64, independent of imaging.resize_nearest."""
   rows = np.floor(np.arange(size[0]) * x.shape[0] / size[0]).astype(int)
   cols = np.floor(np.arange(size[1]) * x.shape[1] / size[1]).astype(int)
   return x[rows][:, cols]
 
 
 def test_io_sizes_per_variant():
-  assert ip.io_sizes((64, 80), 2) == ((32, 40), (64, 80))
-  assert ip.io_sizes((64, 80), 4, 'dual_stream') == ((16, 20), (64, 80))
-  assert ip.io_sizes((64, 80), 2, 'seg_only') == ((32, 40), (32, 40))
-  assert ip.io_sizes((64, 80), 2, 'seg_hr') == ((64, 80), (64, 80))
+  assert imaging.io_sizes((64, 80), 2) == ((32, 40), (64, 80))
+  assert imaging.io_sizes((64, 80), 4, 'dual_stream') == ((16, 20), (64, 80))
+  assert imaging.io_sizes((64, 80), 2, 'seg_only') == ((32, 40), (32, 40))
+  assert imaging.io_sizes((64, 80), 2, 'seg_hr') == ((64, 80), (64, 80))
   with pytest.raises(ValueError, match='not divisible by model.upscale'):
-    ip.io_sizes((65, 80), 2, 'seg_only')
+    imaging.io_sizes((65, 80), 2, 'seg_only')
 
 
 @pytest.mark.parametrize('augmented', [False, True])
@@ -79,7 +79,7 @@ def test_seg_only_mask_comes_from_the_original_even_at_hr_size():
   low = ip.make_example(record, (64, 80), 4, variant='seg_only')
   np.testing.assert_array_equal(low['mask'], _nearest_ref(record['mask'][..., 0], (16, 20)))
   np.testing.assert_array_equal(
-      low['lr'], ip.normalise(augment.resize_bicubic(record['image'], (16, 20))))
+      low['lr'], imaging.normalise(augment.resize_bicubic(record['image'], (16, 20))))
 
 
 def _config(cfg, variant, **kw):

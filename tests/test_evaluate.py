@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ds2f_jax import evaluate, inference, input_pipeline, metrics, predict, train, visualize
+from ds2f_jax import evaluate, imaging, inference, input_pipeline, metrics, predict, train
+from ds2f_jax import visualize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -187,7 +188,8 @@ def _reference_eval(cfg, restored, source):
   gts, preds, gts_fov, preds_fov, scores = [], [], [], [], []
   for i in range(len(source)):
     rec = source[i]
-    lr = inference.stack_padded([inference.lr_input(rec['image'], size)], cfg.eval.batch_size)
+    lr = inference.stack_padded([imaging.bicubic_normalised(rec['image'], size)],
+                                cfg.eval.batch_size)
     probs, _ = inference.predict_probs(restored.model, restored.variables, lr)
     mask, fov = rec['mask'][..., 0], rec['fov'][..., 0] > 0
     p = _nearest(np.asarray(probs[0]), mask.shape)
@@ -248,7 +250,7 @@ def test_train_eval_predict_end_to_end(tiny_config, tmp_path):
   # with_sr leaves the segmentation output alone, and its BatchNorm is in inference
   # mode: image 0's SR output does not depend on the rest of the batch.
   size = inference.lr_size(cfg)
-  lrs = [inference.lr_input(source[i]['image'], size) for i in range(3)]
+  lrs = [imaging.bicubic_normalised(source[i]['image'], size) for i in range(3)]
   alone = inference.predict_probs(restored_sr.model, restored_sr.variables,
                                   inference.stack_padded(lrs[:1], 8), with_sr=True)
   mixed = inference.predict_probs(restored_sr.model, restored_sr.variables,
@@ -297,8 +299,8 @@ def test_train_eval_predict_end_to_end(tiny_config, tmp_path):
   assert sorted(os.listdir(out)) == sorted(f'{s}_{k}.png' for s in 'abc'
                                            for k in ('prob', 'mask', 'overlay'))
   # The 16-bit map is the probability of the model, resized to the original size.
-  lr = inference.stack_padded([inference.lr_input(rec['image'], inference.lr_size(cfg))],
-                              cfg.eval.batch_size)
+  lr = inference.stack_padded(
+      [imaging.bicubic_normalised(rec['image'], inference.lr_size(cfg))], cfg.eval.batch_size)
   probs, _ = inference.predict_probs(restored.model, restored.variables, lr)
   p = _nearest(np.asarray(probs[0]), (256, 256))
   prob16 = np.asarray(Image.open(out / 'a_prob.png'), np.float64) / 65535

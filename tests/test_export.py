@@ -90,8 +90,8 @@ def test_served_outputs_equal_the_in_memory_model(run):
   images = [rng.integers(0, 256, (80, 96, 3), np.uint8),
             rng.integers(0, 256, (45, 70, 3), np.uint8)]
   results = run.predictor.predict_batch(images, batch_size=2)
-  from ds2f_jax import augment, input_pipeline
-  lr = np.stack([input_pipeline.normalise(augment.resize_bicubic(im, (32, 32))) for im in images])
+  from ds2f_jax import augment, imaging
+  lr = np.stack([imaging.normalise(augment.resize_bicubic(im, (32, 32))) for im in images])
   hr = np.asarray(reference(run.variables, lr))
   for im, res, probs in zip(images, results, hr):
     height, width = im.shape[:2]
@@ -221,8 +221,8 @@ def test_tampered_file_is_named(run, tmp_path, name, capsys):
 
 
 @pytest.mark.parametrize('image, kwargs, message', [
-    (np.zeros((20, 40, 3), np.uint8), {}, 'image of size 20x40 is smaller than the model input '
-     '32x32'),
+    (np.zeros((0, 40, 3), np.uint8), {}, r'image of shape \(0, 40, 3\) is empty: each side '
+     'must be >= 1 pixel'),
     (np.zeros((40, 40), np.uint8), {}, r'image has 1 channel \(shape \(40, 40\)\)'),
     (np.zeros((40, 40, 1), np.uint8), {}, 'image has 1 channel'),
     (np.zeros((40, 40, 4), np.uint8), {}, r'image has 4 channels .* drop the alpha'),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from ds2f_jax import augment
+from ds2f_jax import augment, imaging
 from configs import synthetic
 from ds2f_jax import input_pipeline
 from ds2f_jax import input_pipeline as ip
@@ -105,11 +105,11 @@ def test_lr_and_hr_come_from_the_original(data_dir):
   img = record['image']
   hr = augment.resize_bicubic(img, (40, 48))
   lr = augment.resize_bicubic(img, (20, 24))  # Not a resize of HR.
-  np.testing.assert_array_equal(ex['hr'], ip.normalise(hr))
-  np.testing.assert_array_equal(ex['lr'], ip.normalise(lr))
+  np.testing.assert_array_equal(ex['hr'], imaging.normalise(hr))
+  np.testing.assert_array_equal(ex['lr'], imaging.normalise(lr))
   assert not np.array_equal(lr, augment.resize_bicubic(hr, (20, 24)))
   np.testing.assert_array_equal(
-      ex['mask'], augment.resize_nearest(record['mask'][..., 0], (40, 48)))
+      ex['mask'], imaging.resize_nearest(record['mask'][..., 0], (40, 48)))
 
 
 def test_hr_size_must_be_divisible_by_upscale(data_dir):
@@ -124,8 +124,8 @@ def test_hr_size_must_be_divisible_by_upscale(data_dir):
 
 def test_normalise_formula():
   x = np.arange(256, dtype=np.uint8)
-  np.testing.assert_allclose(ip.normalise(x), x / 255.0 * 2 - 1, atol=1e-7)
-  assert ip.normalise(x)[0] == -1 and ip.normalise(x)[-1] == 1
+  np.testing.assert_allclose(imaging.normalise(x), x / 255.0 * 2 - 1, atol=1e-7)
+  assert imaging.normalise(x)[0] == -1 and imaging.normalise(x)[-1] == 1
 
 
 # ----------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_train_batches_shapes_and_epochs(data_dir):
   cfg = make_config(data_dir, augment=False, hr_size=(80, 96))
   ds = ip.train_dataset(cfg)
   src = source(cfg)
-  originals = [ip.normalise(src[i]['image']) for i in range(len(src))]
+  originals = [imaging.normalise(src[i]['image']) for i in range(len(src))]
   batch = ds[0]
   assert batch['lr'].shape == (4, 40, 48, 3) and batch['lr'].dtype == np.float32
   assert batch['hr'].shape == (4, 80, 96, 3)

@@ -464,21 +464,6 @@ def test_ssim_against_numpy():
 # Nearest resize.
 
 
-def test_legacy_nearest_indices_floor_rule():
-  for n_in, n_out in ((512, 584), (512, 565), (7, 10), (10, 7), (9, 9),
-                      (1168, 2336)):
-    want = np.array([(d * n_in) // n_out for d in range(n_out)])
-    np.testing.assert_array_equal(M.legacy_nearest_indices(n_in, n_out), want)
-  # float32 rounding, as PyTorch computes it, moves rows for some sizes:
-  # 5 -> 605 has scale float32(5/605) slightly below 1/121, so dst = 121
-  # gives floor(0.99999994) = 0 where the exact rule gives 1.
-  got = M.legacy_nearest_indices(5, 605)
-  assert got[121] == 0 and (121 * 5) // 605 == 1
-  scale = np.float32(5) / np.float32(605)
-  want = np.minimum(np.floor(np.arange(605, dtype=np.float32) * scale), 4)
-  np.testing.assert_array_equal(got, want)
-
-
 def test_nearest_resize_probs_shapes_and_values():
   rng = np.random.default_rng(11)
   probs = rng.random((2, 6, 5, 3)).astype(np.float32)

@@ -1,0 +1,120 @@
+"""Sizes and resampling of the network's input and output, in NumPy alone.
+
+One home for the rules that training, evaluation, `--mode predict`, export and
+serving must apply identically (serving imports this module without jax, flax
+or TensorFlow):
+
+* the network's input and output size for each `model.variant` (`io_sizes`):
+  DS2F maps LR = data.hr_size / r to HR; the segmentation-only baselines have
+  no x r step, seg_only running at LR and seg_hr at HR (docs/method.md,
+  segmentation-only baselines);
+* the bicubic resize of an image (OpenCV INTER_CUBIC semantics, implemented in
+  `augment`) followed by the normalisation x / 255 * 2 - 1 (`bicubic_normalised`);
+* the one nearest-neighbour rule for masks and for probabilities going back to
+  an image's own size (`nearest_indices`, `resize_nearest`);
+* the smallest image accepted for inference (`check_image_size`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ds2f_jax import augment
+
+# Segmentation-only variants: the size they see, which is also their output size.
+SEG_INPUT = {'seg_only': 'lr', 'seg_hr': 'hr'}
+
+# Inference resizes every image to the network input, up or down, so any image
+# with a pixel is accepted (as the training pipeline accepts originals of any
+# size); the network's own minimum applies to the input size, not to the image.
+MIN_IMAGE_SIDE = 1
+
+
+def check_sizes(hr_size: Sequence[int], upscale: int) -> tuple[int, int]:
+  """Validates (height, width) of the HR target against the upscale rate r."""
+  if len(hr_size) != 2 or any(int(v) <= 0 for v in hr_size):
+    raise ValueError(
+        f'data.hr_size must be (height, width) of positive ints, got {hr_size}.')
+  if int(upscale) < 1:
+    raise ValueError(f'model.upscale must be a positive int, got {upscale}.')
+  height, width = (int(v) for v in hr_size)
+  if height % upscale or width % upscale:
+    raise ValueError(
+        f'data.hr_size {tuple(hr_size)} is not divisible by model.upscale'
+        f' {upscale}: the LR input would not be exactly HR / r.')
+  return height, width
+
+
+def io_sizes(hr_size: Sequence[int], upscale: int,
+             variant: str = 'ds2f') -> tuple[tuple[int, int], tuple[int, int]]:
+  """(input, output) (height, width) of the network for `model.variant`.
+
+  DS2F variants map LR = hr_size / r to HR; seg_only runs at LR and seg_hr at
+  HR, input and output alike.
+  """
+  upscale = int(upscale)
+  height, width = check_sizes(hr_size, upscale)
+  lr = (height // upscale, width // upscale)
+  where = SEG_INPUT.get(variant)
+  if where == 'lr':
+    return lr, lr
+  if where == 'hr':
+    return (height, width), (height, width)
+  return lr, (height, width)
+
+
+def input_size(config) -> tuple[int, int]:
+  """(height, width) the network of `config` takes (`io_sizes` of its data and model)."""
+  return io_sizes(config.data.hr_size, config.model.upscale, config.model.variant)[0]
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+  """uint8 -> float32 x / 255 * 2 - 1 in [-1, 1] (mean 0.5, std 0.5)."""
+  out = image.astype(np.float32)
+  out /= 255
+  out *= 2
+  out -= 1
+  return out
+
+
+def bicubic_normalised(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+  """uint8 RGB at any size -> float32 in [-1, 1] at `size`: the network's input.
+
+  Bicubic with OpenCV INTER_CUBIC semantics, rounded to uint8 before
+  normalising, exactly as training builds its LR and HR images.
+  """
+  return normalise(augment.resize_bicubic(np.asarray(image, np.uint8), tuple(size)))
+
+
+def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+  """Source index floor(dst * in / out) of each output index, in exact integers.
+
+  This is OpenCV's INTER_NEAREST (which the official pipeline uses for masks
+  and its k-fold evaluation). PyTorch's legacy 'nearest' means the same rule
+  but computes it as floor(dst * float32(in / out)), which moves some rows for
+  some size pairs (512 -> 3504: 11 of them; tests/test_imaging.py states it);
+  one exact rule serves masks, evaluation, predict and serving alike.
+  """
+  in_size, out_size = int(in_size), int(out_size)
+  if in_size < 1 or out_size < 1:
+    raise ValueError(f'resize sizes must be positive, got {in_size} -> {out_size}')
+  return np.arange(out_size, dtype=np.int64) * in_size // out_size
+
+
+def resize_nearest(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
+  """(h, w, ...) -> (H, W, ...) by `nearest_indices`; any dtype (it only gathers)."""
+  if len(size) != 2 or any(int(v) <= 0 for v in size):
+    raise ValueError(f'resize_nearest: size must be positive (height, width), got {size}.')
+  x = np.asarray(x)
+  rows = nearest_indices(x.shape[0], size[0])
+  cols = nearest_indices(x.shape[1], size[1])
+  return np.take(np.take(x, rows, axis=0), cols, axis=1)
+
+
+def check_image_size(shape: Sequence[int], name: str = 'image') -> None:
+  """Refuses an image with fewer than MIN_IMAGE_SIDE pixels on a side, naming it."""
+  if len(shape) < 2 or min(shape[:2]) < MIN_IMAGE_SIDE:
+    raise ValueError(f'{name} of shape {tuple(shape)} is empty: each side must be >= '
+                     f'{MIN_IMAGE_SIDE} pixel')
