@@ -96,12 +96,10 @@ def lr_factors(config, steps: int) -> np.ndarray:
   o = config.optim
   total = max(int(config.num_train_steps) // int(config.grad_accum_steps), 1)
   warmup = min(int(o.warmup_steps), total - 1)
+  warmup = max(warmup, 0)
   k = np.arange(steps, dtype=np.float64)
-  poly_k = np.clip(k - max(warmup, 0), 0, total - max(warmup, 0))
-  poly = (1.0 - poly_k / (total - max(warmup, 0))) ** float(o.poly_power)
-  if warmup <= 0:
-    return poly
-  return np.where(k < warmup, k / warmup, poly)
+  poly = (1.0 - np.clip(k - warmup, 0, total - warmup) / (total - warmup)) ** float(o.poly_power)
+  return np.where(k < warmup, k / max(warmup, 1), poly)
 
 
 def load_official(reference: str):
