@@ -11,12 +11,30 @@ batch 2 here, 300 epochs over the 15 training photos.
       --config.data.manual_dir=DIR --config.data.data_dir=DIR2
   python main.py --config configs/hrf.py --workdir /ckpt \
       --config.data.manual_dir=DIR
+
+Expected time on one GPU: training at this LR size costs 1138.1 GFLOP per
+image (583.2 GFLOP at LR 256x256, scaled by LR pixels), 4500 images in all:
+5.1 PFLOP. Our plain jax.jit step on one H200 sustains 121.4 images/s
+float32 / 189.8 bfloat16 at LR 256x256, batch 8 (~71 / ~111 TFLOP/s; the
+official PyTorch code's best is 170.3 images/s), so ~72 s float32 /
+~46 s bfloat16 of steps, plus ~40-80 s of compile and the evaluations; the
+input pipeline needs data.num_workers near the host's core count to keep up
+(benchmarks/accuracy_gpu.sh sets it).
+
+`--config configs/hrf.py:cpu` is the reduced recipe for 2 CPU cores (width
+16, 256x256 HR crops, 600 steps, <= 40 min): see configs/cpu_recipe.py for
+what it reduces and why. Its launch commands:
+
+  python main.py --config configs/hrf.py:cpu --workdir W \
+      --config.data.manual_dir=DIR
+  python -m ds2f_jax.ablate --config configs/hrf.py:cpu --workdir W \
+      --variants ds2f,seg_only --seeds 2 --config.data.manual_dir=DIR
 """
 
-from configs import default
+from configs import cpu_recipe, default
 
 
-def get_config():
+def get_config(arg: str = ''):
   c = default.get_config()
   c.data.name = 'hrf'
   c.data.config = ''
@@ -24,4 +42,4 @@ def get_config():
   c.model.upscale = 2
   c.batch_size = 2
   c.num_train_steps = 300 * 15 // 2
-  return c
+  return cpu_recipe.apply(c, 'hrf', arg)
