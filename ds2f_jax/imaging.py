@@ -10,8 +10,9 @@ or TensorFlow):
   segmentation-only baselines);
 * the bicubic resize of an image (OpenCV INTER_CUBIC semantics, implemented in
   `augment`) followed by the normalisation x / 255 * 2 - 1 (`bicubic_normalised`);
-* the one nearest-neighbour rule for masks and for probabilities going back to
-  an image's own size (`nearest_indices`, `resize_nearest`);
+* the nearest-neighbour rules: PyTorch's for probabilities going back to an
+  image's own size (`resize_nearest`: eval, predict, serving), OpenCV's for
+  training masks (`resize_mask`), each the one the official code uses there;
 * the smallest image accepted for inference (`check_image_size`).
 """
 
@@ -89,28 +90,55 @@ def bicubic_normalised(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 
 def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
-  """Source index floor(dst * in / out) of each output index, in exact integers.
+  """Source index of each output index under PyTorch's legacy 'nearest'.
 
-  This is OpenCV's INTER_NEAREST (which the official pipeline uses for masks
-  and its k-fold evaluation). PyTorch's legacy 'nearest' means the same rule
-  but computes it as floor(dst * float32(in / out)), which moves some rows for
-  some size pairs (512 -> 3504: 11 of them; tests/test_imaging.py states it);
-  one exact rule serves masks, evaluation, predict and serving alike.
+  The official evaluation resizes probabilities back to an image's own size
+  with `F.interpolate(mode='nearest')`, which computes
+  min(floor(dst * float32(in / out)), in - 1) in float32. For most size pairs
+  that is floor(dst * in / out); for some it is not (512 -> 3504 moves 11
+  columns), and the evaluation must pick the same pixels as the official one,
+  so eval, predict and serving all use this rule.
   """
-  in_size, out_size = int(in_size), int(out_size)
-  if in_size < 1 or out_size < 1:
-    raise ValueError(f'resize sizes must be positive, got {in_size} -> {out_size}')
+  in_size, out_size = _positive_sizes(in_size, out_size)
+  scale = np.float32(in_size) / np.float32(out_size)
+  src = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
+  return np.minimum(src, in_size - 1)
+
+
+def mask_nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+  """floor(dst * in / out) in exact integers: OpenCV's INTER_NEAREST.
+
+  The official data pipeline resizes training masks with OpenCV/albumentations,
+  so masks (and FOV masks) going to the HR training size use this rule.
+  """
+  in_size, out_size = _positive_sizes(in_size, out_size)
   return np.arange(out_size, dtype=np.int64) * in_size // out_size
 
 
-def resize_nearest(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
-  """(h, w, ...) -> (H, W, ...) by `nearest_indices`; any dtype (it only gathers)."""
+def _positive_sizes(in_size, out_size) -> tuple[int, int]:
+  in_size, out_size = int(in_size), int(out_size)
+  if in_size < 1 or out_size < 1:
+    raise ValueError(f'resize sizes must be positive, got {in_size} -> {out_size}')
+  return in_size, out_size
+
+
+def _gather(x, size, indices) -> np.ndarray:
   if len(size) != 2 or any(int(v) <= 0 for v in size):
-    raise ValueError(f'resize_nearest: size must be positive (height, width), got {size}.')
+    raise ValueError(f'resize: size must be positive (height, width), got {size}.')
   x = np.asarray(x)
-  rows = nearest_indices(x.shape[0], size[0])
-  cols = nearest_indices(x.shape[1], size[1])
+  rows = indices(x.shape[0], size[0])
+  cols = indices(x.shape[1], size[1])
   return np.take(np.take(x, rows, axis=0), cols, axis=1)
+
+
+def resize_nearest(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
+  """Predictions (h, w, ...) -> (H, W, ...) by `nearest_indices`; any dtype."""
+  return _gather(x, size, nearest_indices)
+
+
+def resize_mask(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
+  """Training masks (h, w, ...) -> (H, W, ...) by `mask_nearest_indices`."""
+  return _gather(x, size, mask_nearest_indices)
 
 
 def check_image_size(shape: Sequence[int], name: str = 'image') -> None:

@@ -174,8 +174,8 @@ def make_example(
     hr = image
   else:
     hr = augment.resize_bicubic(image, (height, width))
-    mask = imaging.resize_nearest(mask, (height, width))
-    fov = imaging.resize_nearest(fov, (height, width))
+    mask = imaging.resize_mask(mask, (height, width))
+    fov = imaging.resize_mask(fov, (height, width))
   if variant in imaging.SEG_INPUT:  # Input and output share one size: one image.
     hr = imaging.normalise(hr)
     return {

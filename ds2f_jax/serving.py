@@ -16,7 +16,8 @@ Each image goes through the rules of `ds2f_jax.imaging`, as in training and
 to the model's input size, then x / 255 * 2 - 1. The exported model returns
 probabilities (at HR = LR x r for DS2F, at the input size for the
 segmentation-only baselines); they are resized back to the image's own size by
-the nearest rule floor(dst * in / out), and the mask is their argmax. Any image
+PyTorch's legacy nearest rule (`imaging.nearest_indices`, the official
+evaluation's), and the mask is their argmax. Any image
 with at least one pixel per side is accepted. Serving needs a JAX at least as
 new as the one that exported (`export_info.json` records it).
 

@@ -20,27 +20,30 @@ PAIRS = [(512, 3504), (5, 605), (292, 584), (282, 565), (480, 960), (499, 999), 
          (64, 301), (32, 83), (64, 997), (7, 10), (10, 7), (9, 9), (1, 5), (5, 1), (33, 32)]
 
 
-def test_nearest_indices_are_the_exact_floor_rule():
+def test_mask_rule_is_the_exact_floor_rule():
   for n_in, n_out in PAIRS:
     want = [dst * n_in // n_out for dst in range(n_out)]  # Python integers: exact.
-    got = imaging.nearest_indices(n_in, n_out)
+    got = imaging.mask_nearest_indices(n_in, n_out)
     np.testing.assert_array_equal(got, want, err_msg=f'{n_in} -> {n_out}')
     assert got.min() >= 0 and got.max() <= n_in - 1
   # The rule picks floor(dst * in / out), not the pixel centre.
-  np.testing.assert_array_equal(imaging.nearest_indices(4, 3), [0, 1, 2])
-  np.testing.assert_array_equal(imaging.nearest_indices(3, 4), [0, 0, 1, 2])
-  with pytest.raises(ValueError, match='positive'):
-    imaging.nearest_indices(0, 3)
+  np.testing.assert_array_equal(imaging.mask_nearest_indices(4, 3), [0, 1, 2])
+  np.testing.assert_array_equal(imaging.mask_nearest_indices(3, 4), [0, 0, 1, 2])
+  # The prediction rule (PyTorch's float32 one) differs on a known pair.
+  moved = imaging.nearest_indices(512, 3504) != imaging.mask_nearest_indices(512, 3504)
+  assert moved.sum() == 11
+  for rule in (imaging.mask_nearest_indices, imaging.nearest_indices):
+    with pytest.raises(ValueError, match='positive'):
+      rule(0, 3)
 
 
-def test_pytorch_nearest_is_the_float32_rule_and_differs_for_some_sizes():
-  """What PyTorch's legacy 'nearest' computes, stated: floor(dst * float32(in / out)).
+def test_prediction_rule_is_pytorchs_and_differs_from_the_mask_rule_for_some_sizes():
+  """PyTorch's legacy 'nearest' computes floor(dst * float32(in / out)).
 
-  It equals the exact rule for most size pairs but not all: 512 -> 3504 puts
-  11 of the 3504 output columns on the neighbouring source column, 5 -> 605
-  moves 4. The project uses the exact rule everywhere (also OpenCV's, see
-  below); these counts are how far that is from the official evaluation's
-  `F.interpolate`.
+  Predictions go back to an image's size with exactly that rule (the official
+  evaluation's `F.interpolate`); it equals the exact (OpenCV, mask) rule for
+  most size pairs but not all: 512 -> 3504 puts 11 of the 3504 output columns
+  on the neighbouring source column, 5 -> 605 moves 4.
   """
   torch = pytest.importorskip('torch')
 
@@ -58,22 +61,23 @@ def test_pytorch_nearest_is_the_float32_rule_and_differs_for_some_sizes():
   for n_in, n_out in PAIRS:
     got = torch_indices(n_in, n_out)
     np.testing.assert_array_equal(got, float32_rule(n_in, n_out), err_msg=f'{n_in} -> {n_out}')
-    moved[(n_in, n_out)] = int((got != imaging.nearest_indices(n_in, n_out)).sum())
+    np.testing.assert_array_equal(got, imaging.nearest_indices(n_in, n_out))
+    moved[(n_in, n_out)] = int((got != imaging.mask_nearest_indices(n_in, n_out)).sum())
   assert moved[(512, 3504)] == 11 and moved[(5, 605)] == 4
   assert {k for k, v in moved.items() if v} == {(512, 3504), (5, 605)}
   assert moved[(292, 584)] == moved[(282, 565)] == 0  # The DRIVE-like sizes agree.
 
 
 @needs_cv2
-def test_nearest_matches_cv2():
+def test_mask_rule_matches_cv2():
   rng = np.random.default_rng(17)
   labels = rng.integers(0, 4, (61, 83), dtype=np.uint8)
   for size in [(122, 166), (30, 41), (45, 100)]:
     ref = cv2.resize(labels, size[::-1], interpolation=cv2.INTER_NEAREST)
-    np.testing.assert_array_equal(imaging.resize_nearest(labels, size), ref)
+    np.testing.assert_array_equal(imaging.resize_mask(labels, size), ref)
   row = np.arange(512, dtype=np.uint16)[None].repeat(2, 0)
   np.testing.assert_array_equal(
-      imaging.resize_nearest(row, (2, 3504))[0],
+      imaging.resize_mask(row, (2, 3504))[0],
       cv2.resize(row, (3504, 2), interpolation=cv2.INTER_NEAREST)[0])
 
 

@@ -109,7 +109,7 @@ def test_lr_and_hr_come_from_the_original(data_dir):
   np.testing.assert_array_equal(ex['lr'], imaging.normalise(lr))
   assert not np.array_equal(lr, augment.resize_bicubic(hr, (20, 24)))
   np.testing.assert_array_equal(
-      ex['mask'], imaging.resize_nearest(record['mask'][..., 0], (40, 48)))
+      ex['mask'], imaging.resize_mask(record['mask'][..., 0], (40, 48)))
 
 
 def test_hr_size_must_be_divisible_by_upscale(data_dir):

@@ -21,8 +21,8 @@ from ds2f_jax import checkpointing, export, imaging, predict, serving, sharding,
 VARIANTS = ('ds2f', 'seg_only', 'seg_hr')
 # (height, width): 1751x301 and 83x997 (width x height) of the issue, odd sides, one
 # pixel more than the LR (32) and HR (64) inputs, one pixel, and sides where PyTorch's
-# float32 nearest rule moves rows and columns (32 or 64 -> 122 and 82), as it did in
-# --mode predict while serving used the exact rule.
+# float32 nearest rule differs from the exact one (32 or 64 -> 122 and 82): serving once
+# used the exact rule there while --mode predict used PyTorch's.
 SIZES = {'wide': (301, 1751), 'tall': (997, 83), 'odd': (45, 71), 'lr_plus_1': (33, 33),
          'hr_plus_1': (65, 65), 'one_pixel': (1, 1), 'float32_drift': (122, 82)}
 
