@@ -143,13 +143,6 @@ class Protocols:
     return out
 
 
-def class_names(builder, num_classes: int) -> list[str]:
-  names = getattr(builder, 'CLASS_NAMES', None)
-  if names is not None and len(names) == num_classes:
-    return [str(n) for n in names]
-  return [str(c) for c in range(num_classes)]
-
-
 def _plane(x) -> np.ndarray:
   x = np.asarray(x)
   return x[..., 0] if x.ndim == 3 else x
@@ -190,7 +183,7 @@ def evaluate(config, workdir: str) -> dict:
   count = len(source)
   if count == 0:
     raise ValueError(f'eval.split={split!r} of {builder.info.full_name} has no examples')
-  names = class_names(builder, num_classes)
+  names = inference.class_names(config)
   batch_size = int(config.eval.batch_size or config.batch_size)
   load = _loader(config, source, split, with_sr)
   options = grain.ReadOptions(num_threads=max(int(config.data.num_workers), 1),
@@ -216,7 +209,10 @@ def evaluate(config, workdir: str) -> dict:
   progress.close()
 
   rows = protocols.rows
-  result = {'num_images': count, 'checkpoint_step': restored.step, **protocols.result()}
+  # What the numbers were computed with: the checkpoint and the whole config.
+  result = {'num_images': count, 'checkpoint_step': restored.step, **protocols.result(),
+            'checkpoint': f'{restored.checkpoint_dir}/{restored.step}',
+            'config': inference.plain_config(config)}
   if jax.process_index() == 0:
     out_dir = os.path.join(os.path.abspath(workdir), 'eval', split)
     try:

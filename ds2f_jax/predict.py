@@ -32,7 +32,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from ds2f_jax import evaluate, inference, input_pipeline, visualize
+from ds2f_jax import inference, visualize
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.gif', '.ppm', '.pgm', '.pnm',
                     '.bmp')
@@ -154,7 +154,7 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
   output_dir = _prepare_output(output_dir)
   restored = inference.restore(config, workdir, config.eval.checkpoint)
   num_classes = int(config.model.num_classes)
-  names = _class_names(config)
+  names = inference.class_names(config)
   size = inference.lr_size(config)
   batch_size = int(config.eval.batch_size or config.batch_size)
   stems = dict(zip(files, _output_stems(files)))
@@ -214,12 +214,3 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
                output_dir)
   return {'written': written, 'failed': failed}
 
-
-def _class_names(config) -> list[str]:
-  """The dataset's class names where its builder declares them, else class ids."""
-  c = int(config.model.num_classes)
-  try:
-    builder = input_pipeline.get_builder(config.data)
-  except ValueError:  # Predicting needs no dataset: fall back to class ids.
-    return [str(i) for i in range(c)]
-  return evaluate.class_names(builder, c)

@@ -6,7 +6,7 @@ import types
 import pytest
 
 import main
-from ds2f_jax import errors, reporting
+from ds2f_jax import cli, errors, reporting
 
 
 @pytest.mark.parametrize('error, code, line', [
@@ -22,12 +22,12 @@ from ds2f_jax import errors, reporting
      'error: data.hr_size=(65, 64) is not divisible'),
 ], ids=['preempted', 'nonfinite', 'locked', 'disk_full', 'bad_value'])
 def test_exit_code_and_one_line(error, code, line, monkeypatch, capsys):
-  def run(mode, config, workdir):
+  def run(config, workdir, flag_values):
     raise error
 
-  monkeypatch.setattr(main, '_run', run)
+  monkeypatch.setitem(cli.MODES, 'train', run)
   monkeypatch.setattr(main, 'FLAGS', types.SimpleNamespace(mode='train', config=None,
-                                                           workdir='W'))
+                                                           workdir='W', output=None))
   with pytest.raises(SystemExit) as e:
     main.main(['main.py'])
   assert e.value.code == code
@@ -55,10 +55,11 @@ def test_console_filter_drops_library_info_only(path, level, shown):
 def test_entry_points_install_the_console_filter(entry, monkeypatch):
   from absl import logging as absl_logging
   from ds2f_jax import ablate
-  args = types.SimpleNamespace(mode='train', config=None, workdir='W', variants='', seeds=1)
+  args = types.SimpleNamespace(mode='train', config=None, workdir='W', variants='', seeds=1,
+                               output=None)
   if entry == 'main':
     module = main
-    monkeypatch.setattr(main, '_run', lambda *a: None)
+    monkeypatch.setitem(cli.MODES, 'train', lambda *a: None)
     monkeypatch.setattr(main, 'FLAGS', args)
   else:
     module = ablate
