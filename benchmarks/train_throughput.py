@@ -62,11 +62,7 @@ def default_config(force_stand_in: bool = False):
   path = os.path.join(ROOT, 'configs', 'default.py')
   spec = importlib.util.spec_from_file_location('_ds2f_default_config', path)
   module = importlib.util.module_from_spec(spec)
-  try:
-    import ml_collections  # pylint: disable=g-import-not-at-top,unused-import
-    missing = False
-  except ImportError:
-    missing = True
+  missing = importlib.util.find_spec('ml_collections') is None
   if not (missing or force_stand_in):
     spec.loader.exec_module(module)
     return module.get_config()
