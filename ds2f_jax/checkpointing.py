@@ -202,7 +202,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, target, sharding, partial: b
 
 
 # How often a reader retries when the step it chose disappears under it.
-_READ_ATTEMPTS = 8
+_READ_ATTEMPTS = 20
 
 
 def read_step(mngr: ocp.CheckpointManager, which, target, sharding):
@@ -220,7 +220,13 @@ def read_step(mngr: ocp.CheckpointManager, which, target, sharding):
   failed = {}
   for _ in range(_READ_ATTEMPTS):
     mngr.reload()
-    step = resolve_step(mngr, which)
+    try:
+      step = resolve_step(mngr, which)
+    except FileNotFoundError:
+      if not failed:
+        raise
+      time.sleep(0.2)  # The trainer deleted the old step before the new one was listed.
+      continue
     path = os.path.join(str(mngr.directory), str(step))
     try:
       mismatch = _config_mismatch(path, target, subset=True)
