@@ -124,7 +124,7 @@ def _reason(e: BaseException) -> str:
     return f'[Errno {code}] {os.strerror(code)}'
   if isinstance(e, OSError) and e.strerror:
     return f'[Errno {e.errno}] {e.strerror}'
-  lines = text.strip().splitlines()
+  lines = text.split(' See full TensorStore details')[0].strip().splitlines()
   return (lines[0][:200] if lines else '') or type(e).__name__
 
 

@@ -108,11 +108,14 @@ def check_trained_config(config, workdir: str) -> None:
   if not isinstance(trained, dict):
     raise ValueError(f'{path} is not a config (a JSON object)')
   mine = plain_config(config)
-  for key in MODEL_KEYS:
-    old, new = _get(trained, key), _get(mine, key)
-    if old is not None and old != new:
-      raise ValueError(f'{key}={new!r} but {workdir} was trained with {key}={old!r} '
-                       f'({path}); drop the override or use the config it was trained with')
+  differ = [(key, _get(mine, key), _get(trained, key)) for key in MODEL_KEYS
+            if _get(trained, key) is not None and _get(trained, key) != _get(mine, key)]
+  if differ:
+    key, new, old = differ[0]
+    more = ''.join(f'; also {k}={n!r}, trained with {o!r}' for k, n, o in differ[1:])
+    raise ValueError(f'{key}={new!r} but {workdir} was trained with {key}={old!r} '
+                     f'({path}){more}; drop the override or use the config it was trained '
+                     'with')
 
 
 def class_names(config) -> list[str]:
