@@ -1,8 +1,12 @@
 """A trained model for inference: restore from a workdir, run LR -> HR probabilities.
 
-Shared by `--mode eval`, `--mode predict` and the TensorBoard panels of
-training. Inference follows spec section 5.2: the image at its original size
-is bicubic-resized to the LR input (data.hr_size / r, whatever the original
+The one inference core of `--mode eval`, `--mode predict`, `--mode export`, the
+ablation driver and the TensorBoard panels of training: the model without
+training options, the partial restore of a checkpoint (checked against
+W/config.json and for finite parameters), and the class names.
+
+Inference follows spec section 5.2: the image at its original size is
+bicubic-resized to the LR input (data.hr_size / r, whatever the original
 size, so one program serves every image), normalised to [-1, 1], run with
 BatchNorm in inference mode, and the softmax of the HR logits is resized back
 to the original size with PyTorch-style 'nearest'. The segmentation-only
