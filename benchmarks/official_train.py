@@ -22,7 +22,7 @@ same steps and schedule, same evaluator; only the implementation differs.
 - Batches: `input_pipeline.train_iterator(config, 0)`, i.e. exactly the batches
   `main.py --config <same>` trains on, NHWC -> NCHW.
 - Validation every eval_every_steps on data.eval_split (our eval batches, the
-  HR argmax, one confusion matrix, `metrics.summarize_confusion`): rows
+  HR argmax, one confusion matrix, `confusion.summarize_confusion`): rows
   `val/...` in metrics.jsonl, as ours; the best val/dice state is kept.
 
 Writes W/config.json, W/metrics.jsonl (our schema: step, loss, ce, mse, ssim,
@@ -110,7 +110,7 @@ def load_official(reference: str):
                        '(expected the folder that holds imed_vision/)')
   try:
     import torch  # pylint: disable=g-import-not-at-top,import-outside-toplevel
-    import pytorch_msssim  # pylint: disable=g-import-not-at-top,import-outside-toplevel,unused-import
+    import pytorch_msssim  # noqa: F401  (checked here, used by the official losses)
   except ImportError as e:
     raise HarnessError(f'{e.name} is not installed (pip install torch==2.13.0 '
                        'pytorch-msssim)') from None
@@ -158,7 +158,7 @@ def loss_parts(outputs, batch: dict, losses: dict) -> dict:
 
 def validate(config, model, torch) -> dict:
   """val/* of data.eval_split: our eval batches, HR argmax, one confusion matrix."""
-  from ds2f_jax import input_pipeline, metrics  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  from ds2f_jax import confusion, input_pipeline  # pylint: disable=g-import-not-at-top,import-outside-toplevel
   c = int(config.model.num_classes)
   cm = np.zeros((c, c), np.int64)
   batch_size = int(config.eval.batch_size or config.batch_size)
@@ -173,7 +173,7 @@ def validate(config, model, torch) -> dict:
         cm += np.bincount(np.asarray(batch['mask'][j], np.int64).ravel() * c
                           + preds[j].ravel(), minlength=c * c).reshape(c, c)
   model.train()
-  return {f'val/{k}': v for k, v in metrics.summarize_confusion(cm).items()}
+  return {f'val/{k}': v for k, v in confusion.summarize_confusion(cm).items()}
 
 
 def _write_row(f, step: int, row: dict) -> None:

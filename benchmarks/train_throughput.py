@@ -62,8 +62,8 @@ def default_config(force_stand_in: bool = False):
   path = os.path.join(ROOT, 'configs', 'default.py')
   spec = importlib.util.spec_from_file_location('_ds2f_default_config', path)
   module = importlib.util.module_from_spec(spec)
-  try:
-    import ml_collections  # pylint: disable=g-import-not-at-top,unused-import
+  try:  # The GPU benchmark machine may lack ml_collections: then a stand-in.
+    importlib.import_module('ml_collections')
     missing = False
   except ImportError:
     missing = True

@@ -20,16 +20,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
 import jax
 import numpy as np
+from absl import flags, logging
 
 from configs import ablations
-from ds2f_jax import evaluate, flops, imaging, inference, reporting, train
+from ds2f_jax import cli, evaluate, flops, imaging, inference, train
 
 # Settings that say where data is read from and how fast, not what is trained or
 # scored: a run may be resumed or reused when only these differ.
@@ -72,11 +69,6 @@ def _flat(tree: dict, prefix: str = '') -> dict:
   return out
 
 
-def _plain_config(config) -> dict:
-  """The config as train.py writes config.json (tuples as lists)."""
-  return json.loads(json.dumps(config.to_dict(), default=list))
-
-
 def _check_same_training(config, directory: str) -> None:
   """Refuses to resume or reuse a run that was trained with other settings."""
   path = os.path.join(directory, 'config.json')
@@ -84,7 +76,7 @@ def _check_same_training(config, directory: str) -> None:
     return
   with open(path, encoding='utf-8') as f:
     old = _flat(json.load(f))
-  new = _flat(_plain_config(config))
+  new = _flat(inference.plain_config(config))
   for key in sorted(set(old) | set(new)):
     if key in _UNSCORED_KEYS or key.startswith('eval.'):
       continue
@@ -94,7 +86,7 @@ def _check_same_training(config, directory: str) -> None:
 
 
 def _eval_settings(config) -> dict:
-  return {k: v for k, v in _plain_config(config)['eval'].items()
+  return {k: v for k, v in inference.plain_config(config)['eval'].items()
           if f'eval.{k}' not in _UNSCORED_KEYS}
 
 
@@ -138,7 +130,7 @@ def train_and_score(config, directory: str) -> dict:
     return record
   train.train_and_evaluate(config, directory)
   result = evaluate.evaluate(config, directory)
-  plain = _plain_config(config)
+  plain = inference.plain_config(config)
   record = {'model': plain['model'], 'loss': plain['loss'], 'seed': int(config.seed),
             'eval': _eval_settings(config),
             'metrics': {k: (v.item() if hasattr(v, 'item') else v) for k, v in result.items()},
@@ -257,7 +249,7 @@ def run(config, workdir: str, variants=ablations.DEFAULT_VARIANTS, seeds: int = 
   result = {'data': {'name': config.data.name, 'config': config.data.config,
                      'hr_size': list(config.data.hr_size)},
             'upscale': r, 'split': str(config.eval.split), 'seeds': seed_list,
-            'config': _plain_config(config), 'variants': {}}
+            'config': inference.plain_config(config), 'variants': {}}
   for name, cfg in configs.items():
     in_size, out_size = imaging.io_sizes(cfg.data.hr_size, r, cfg.model.variant)
     result['variants'][name] = {'overrides': ablations.overrides(name),
@@ -286,8 +278,8 @@ def run(config, workdir: str, variants=ablations.DEFAULT_VARIANTS, seeds: int = 
 
 
 def _define_flags():
-  config_flags.DEFINE_config_file('config', None, 'A configs/*.py file (plus --config.key=value, '
-                                  'applied to every variant).', lock_config=True)
+  cli.define_config_flag('A configs/*.py file (plus --config.key=value, applied to every '
+                         'variant).')
   flags.DEFINE_string('workdir', None, 'Runs go to WORKDIR/<variant>/<seed>/, the table to '
                       'WORKDIR/ablation.md.')
   flags.DEFINE_list('variants', list(ablations.DEFAULT_VARIANTS),
@@ -296,39 +288,16 @@ def _define_flags():
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _run_flags(config, workdir, variants, seeds):
+  cli.check_folders(config, {'--workdir': workdir})
+  run(config, workdir, variants, seeds)
+
+
 def main(argv):
-  reporting.quiet_library_logs()
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
-  try:
-    run(f.config, f.workdir, f.variants, f.seeds)
-  except (ValueError, FileNotFoundError, PermissionError, KeyError) as e:
-    print(f'error: {e.args[0] if e.args else e}', file=sys.stderr)
-    sys.exit(2)
-
-
-def _parse_flags(argv):
-  """absl parsing; an unknown --config.key or a bad flag value is a one-line error."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f'error: {e}', file=sys.stderr)
-  except (AttributeError, KeyError) as e:  # A locked ConfigDict refusing an unknown key.
-    while e.args and isinstance(e.args[0], Exception):  # ml_collections nests them.
-      e = e.args[0]
-    text = str(e.args[0] if e.args else e)
-    found = re.search(r'Key "([^"]+)"|^\'([^\']+)\'', text)
-    key = found and (found.group(1) or found.group(2))
-    bad = [a.split('=')[0] for a in argv if key and a.startswith('--config.')
-           and key in a.split('=')[0].split('.')[1:]]
-    hint = re.search(r'Did you mean "([^"]+)"', text)
-    name = bad[0] if bad else text.splitlines()[0]
-    print(f'error: unknown config key {name}' + (f' (did you mean {hint.group(1)!r}?)'
-                                                  if hint else ''), file=sys.stderr)
-  sys.exit(2)
+  cli.run(argv, _run_flags, f.config, f.workdir, f.variants, f.seeds)
 
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main, flags_parser=_parse_flags)
+  cli.start(main)

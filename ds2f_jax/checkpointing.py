@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import shutil
+import time
 import weakref
 
 import jax
@@ -55,12 +56,15 @@ def create_manager(workdir: str, keep: int, read_only: bool = False) -> ocp.Chec
       best_fn=_best_metric,  # Without it orbax does not store a save's metrics at all.
       best_mode='max',
       read_only=read_only,
+      save_interval_steps=0 if read_only else 1,  # orbax warns when it has to set it.
       create=not read_only,
       cleanup_tmp_directories=not read_only,
       **extra,
   )
-  mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
-                               options=options)
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if os.path.exists(directory) and not os.path.isdir(directory):
+    raise NotADirectoryError(f'{directory} is a file, not the checkpoints folder')
+  mngr = ocp.CheckpointManager(directory, options=options)
   _saving[mngr] = saving
   return mngr
 
@@ -120,7 +124,7 @@ def _reason(e: BaseException) -> str:
     return f'[Errno {code}] {os.strerror(code)}'
   if isinstance(e, OSError) and e.strerror:
     return f'[Errno {e.errno}] {e.strerror}'
-  lines = text.strip().splitlines()
+  lines = text.split(' See full TensorStore details')[0].strip().splitlines()
   return (lines[0][:200] if lines else '') or type(e).__name__
 
 
@@ -180,12 +184,70 @@ def resolve_step(mngr: ocp.CheckpointManager, which) -> int:
   return int(which)
 
 
-def restore(mngr: ocp.CheckpointManager, step: int, target, sharding):
-  """Restores `step` into the structure of `target`, placed with `sharding`."""
+def restore(mngr: ocp.CheckpointManager, step: int, target, sharding, partial: bool = False):
+  """Restores `step` into the structure of `target`, placed with `sharding`.
+
+  partial=True reads only the leaves `target` names (orbax partial restore):
+  inference reads {'params', 'batch_stats'} of its graph, not the optimiser.
+  """
   abstract = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), target)
-  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-  return restored['state']
+  if partial:
+    args = ocp.args.PyTreeRestore(
+        item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        partial_restore=True)
+  else:
+    args = ocp.args.StandardRestore(abstract)
+  return mngr.restore(step, args=ocp.args.Composite(state=args))['state']
+
+
+# How often a reader retries when the step it chose disappears under it.
+_READ_ATTEMPTS = 20
+
+
+def read_step(mngr: ocp.CheckpointManager, which, target, sharding):
+  """(step, state) of checkpoint `which` (best | latest | a step), only `target`'s leaves.
+
+  A trainer keeping few checkpoints deletes old steps while a reader (eval,
+  predict, export) opens one: a step that vanishes mid-read, or fails and is
+  gone when the directory is listed again, is retried on what `which` names
+  now. A step that fails twice and is still there is corrupt: one-line error.
+
+  Raises:
+    ValueError: the checkpoint holds a model of another config (its saved
+      shapes, read from metadata before any data), or it cannot be read.
+  """
+  failed = {}
+  for _ in range(_READ_ATTEMPTS):
+    mngr.reload()
+    try:
+      step = resolve_step(mngr, which)
+    except FileNotFoundError:
+      if not failed:
+        raise
+      time.sleep(0.2)  # The trainer deleted the old step before the new one was listed.
+      continue
+    path = os.path.join(str(mngr.directory), str(step))
+    try:
+      mismatch = _config_mismatch(path, target, subset=True)
+      if mismatch is None:
+        state = restore(mngr, step, target, sharding, partial=True)
+    except Exception as e:  # pylint: disable=broad-except  # Deletion and corruption raise many types.
+      time.sleep(0.2)
+      mngr.reload()
+      if step in mngr.all_steps() and step in failed:
+        raise ValueError(f'checkpoint {path} cannot be read: {_reason(e)}') from None
+      if step not in mngr.all_steps():
+        logging.warning('Checkpoint %s was deleted while it was read (a trainer keeping few '
+                        'checkpoints?); reading %s again.', path, which)
+      failed[step] = e
+      continue
+    if mismatch is not None:
+      raise ValueError(f'checkpoint {path} does not fit this config ({mismatch}): model.* must '
+                       'match the training run')
+    return step, state
+  raise ValueError(f'checkpoints in {mngr.directory} changed faster than one could be read '
+                   f'({_READ_ATTEMPTS} attempts); stop the trainer or choose a kept step')
 
 
 def _shapes(tree) -> dict:
@@ -199,12 +261,14 @@ def _shapes(tree) -> dict:
   return {tuple(name(k) for k in path): tuple(leaf.shape) for path, leaf in flat}
 
 
-def _config_mismatch(path: str, target) -> str | None:
+def _config_mismatch(path: str, target, subset: bool = False) -> str | None:
   """How the checkpoint's saved shapes differ from `target`'s, or None. Reading only
-  its metadata, so a model of another config is told apart from corrupt data."""
+  its metadata, so a model of another config is told apart from corrupt data (and
+  orbax never starts a restore that would fail). subset: `target` names only
+  some of the saved leaves (a partial restore)."""
   saved = _shapes(ocp.StandardCheckpointHandler().metadata(epath.Path(path) / 'state').tree)
   wanted = _shapes(target)
-  for key in sorted(set(saved) | set(wanted)):
+  for key in sorted(set(wanted) if subset else set(saved) | set(wanted)):
     if saved.get(key) != wanted.get(key):
       return (f'{"/".join(key)}: {saved.get(key, "absent")} in the checkpoint, '
               f'{wanted.get(key, "absent")} in this config')

@@ -8,7 +8,7 @@ Every image of `config.eval.split` is predicted at its original size as in
 * fov: inside the dataset's field-of-view mask, the same global confusion
   matrix plus the mean and std over images, and ROC-AUC / PR-AUC of the
   foreground probability from a streaming histogram (error < 1e-4; see
-  `metrics.score_bins`).
+  `auc.score_bins`).
 
 Resizing, argmax, the confusion matrices and the histograms run jitted on the
 device (one compile per distinct original size); counts are summed on the
@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ds2f_jax import imaging, inference, input_pipeline, metrics, visualize
+from ds2f_jax import auc, confusion, imaging, inference, input_pipeline, metrics
+from ds2f_jax import sr_quality, visualize
 
 # Images shown per side (worst / best by FOV F1) in best_worst.png.
 GRID_IMAGES_PER_SIDE = 4
@@ -47,10 +48,10 @@ def score_image(probs_hr, mask, fov, num_classes: int):
   probs = metrics.nearest_resize_probs(probs_hr, mask.shape)
   pred = jnp.argmax(probs, axis=-1)
   inside = (fov > 0).astype(jnp.int32)
-  cm_all = metrics.confusion_matrix(mask, pred, num_classes)
-  cm_fov = metrics.confusion_matrix(mask, pred, num_classes, weights=inside)
+  cm_all = confusion.confusion_matrix(mask, pred, num_classes)
+  cm_fov = confusion.confusion_matrix(mask, pred, num_classes, weights=inside)
   scored = inside * (mask < num_classes)  # Void labels (e.g. 255) have no class.
-  hists = jnp.stack([metrics.score_histogram(probs[..., c], mask == c, scored)
+  hists = jnp.stack([auc.score_histogram(probs[..., c], mask == c, scored)
                      for c in range(1, num_classes)])
   return cm_all, cm_fov, hists
 
@@ -59,7 +60,7 @@ def score_image(probs_hr, mask, fov, num_classes: int):
 def _sr_scores(sr, hr):
   """PSNR and SSIM per image on [0, 1] images (SR clipped to the data range)."""
   to01 = lambda x: (jnp.clip(x, -1.0, 1.0) + 1.0) * 0.5
-  return metrics.psnr(to01(sr), to01(hr)), metrics.ssim_metric(to01(sr), to01(hr))
+  return sr_quality.psnr(to01(sr), to01(hr)), sr_quality.ssim(to01(sr), to01(hr))
 
 
 def _keys(prefix: str, summary: dict) -> dict:
@@ -73,16 +74,13 @@ def _keys(prefix: str, summary: dict) -> dict:
   return out
 
 
-def _auc_keys(hists, class_names) -> dict:
-  """fov/auc_roc, fov/auc_pr, fov/ap from (C-1, 2, B) histograms; per class when C > 2."""
-  per = {'auc_roc': [], 'auc_pr': [], 'ap': []}
-  for h in np.asarray(hists):
-    per['auc_roc'].append(metrics.roc_auc_from_counts(h[1], h[0]))
-    per['auc_pr'].append(metrics.pr_auc_from_counts(h[1], h[0]))
-    per['ap'].append(metrics.average_precision_from_counts(h[1], h[0]))
+def _auc_keys(per_class: list[dict], class_names) -> dict:
+  """fov/auc_roc, fov/auc_pr, fov/ap from the AUCs of classes 1..C-1 (the keys of
+  `auc.aucs_from_counts`); also per class when C > 2."""
+  per = {k: [a[k] for a in per_class] for k in ('auc_roc', 'auc_pr', 'ap')}
   out = {}
   for k, values in per.items():
-    out[f'fov/{k}'] = values[0] if len(values) == 1 else metrics.nan_mean(values)
+    out[f'fov/{k}'] = values[0] if len(values) == 1 else confusion.nan_mean(values)
     if len(values) > 1:
       for name, v in zip(class_names[1:], values):
         out[f'fov/{k}/{name}'] = v
@@ -98,8 +96,8 @@ def _per_image_stats(rows: list[dict]) -> dict:
     _, base, *cls = key.split('/')
     suffix = f'/{cls[0]}' if cls else ''
     values = [r[key] for r in rows]
-    out[f'fov/{base}_per_image_mean{suffix}'] = metrics.nan_mean(values)
-    out[f'fov/{base}_per_image_std{suffix}'] = metrics.nan_std(values)
+    out[f'fov/{base}_per_image_mean{suffix}'] = confusion.nan_mean(values)
+    out[f'fov/{base}_per_image_std{suffix}'] = confusion.nan_std(values)
   return out
 
 
@@ -109,9 +107,9 @@ class Protocols:
   def __init__(self, class_names: list[str]):
     self.names = list(class_names)
     c = len(self.names)
-    self.official = metrics.ConfusionAccumulator(c)
-    self.fov = metrics.ConfusionAccumulator(c)
-    self.hist = np.zeros((c - 1, 2, metrics.num_score_bins()), np.int64)
+    self.official = confusion.ConfusionAccumulator(c)
+    self.fov = confusion.ConfusionAccumulator(c)
+    self.hists = [auc.HistogramAccumulator() for _ in range(c - 1)]  # Classes 1..C-1.
     self.rows = []
 
   def add(self, info: dict, scores, sr_scores=None) -> dict:
@@ -119,11 +117,12 @@ class Protocols:
     cm_all, cm_fov, hist = scores
     self.official.update(cm_all)
     self.fov.update(cm_fov)
-    self.hist += hist
+    for acc, h in zip(self.hists, hist):
+      acc.update(h)
     row = dict(info)
-    row.update(_keys('fov', metrics.summarize_confusion(cm_fov, self.names)))
-    row.update(_auc_keys(hist, self.names))
-    row.update(_keys('official', metrics.summarize_confusion(cm_all, self.names)))
+    row.update(_keys('fov', confusion.summarize_confusion(cm_fov, self.names)))
+    row.update(_auc_keys([auc.aucs_from_counts(h) for h in hist], self.names))
+    row.update(_keys('official', confusion.summarize_confusion(cm_all, self.names)))
     if sr_scores is not None:
       row['sr/psnr'], row['sr/ssim'] = (float(v) for v in sr_scores)
     self.rows.append(row)
@@ -135,19 +134,12 @@ class Protocols:
       raise ValueError('no images were evaluated')
     out = _keys('official', self.official.compute(self.names))
     out.update(_keys('fov', self.fov.compute(self.names)))
-    out.update(_auc_keys(self.hist, self.names))
+    out.update(_auc_keys([a.compute() for a in self.hists], self.names))
     out.update(_per_image_stats(self.rows))
     if 'sr/psnr' in self.rows[0]:
       for k in ('sr/psnr', 'sr/ssim'):
-        out[k] = metrics.nan_mean([r[k] for r in self.rows])
+        out[k] = confusion.nan_mean([r[k] for r in self.rows])
     return out
-
-
-def class_names(builder, num_classes: int) -> list[str]:
-  names = getattr(builder, 'CLASS_NAMES', None)
-  if names is not None and len(names) == num_classes:
-    return [str(n) for n in names]
-  return [str(c) for c in range(num_classes)]
 
 
 def _plane(x) -> np.ndarray:
@@ -190,7 +182,7 @@ def evaluate(config, workdir: str) -> dict:
   count = len(source)
   if count == 0:
     raise ValueError(f'eval.split={split!r} of {builder.info.full_name} has no examples')
-  names = class_names(builder, num_classes)
+  names = inference.class_names(config)
   batch_size = int(config.eval.batch_size or config.batch_size)
   load = _loader(config, source, split, with_sr)
   options = grain.ReadOptions(num_threads=max(int(config.data.num_workers), 1),
@@ -216,7 +208,10 @@ def evaluate(config, workdir: str) -> dict:
   progress.close()
 
   rows = protocols.rows
-  result = {'num_images': count, 'checkpoint_step': restored.step, **protocols.result()}
+  # What the numbers were computed with: the checkpoint and the whole config.
+  result = {'num_images': count, 'checkpoint_step': restored.step, **protocols.result(),
+            'checkpoint': f'{restored.checkpoint_dir}/{restored.step}',
+            'config': inference.plain_config(config)}
   if jax.process_index() == 0:
     out_dir = os.path.join(os.path.abspath(workdir), 'eval', split)
     try:

@@ -21,7 +21,6 @@ never runs them):
 from __future__ import annotations
 
 import datetime
-import functools
 import importlib.metadata
 import json
 import os
@@ -35,32 +34,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from ds2f_jax import checkpointing, imaging, input_pipeline, serving, sharding, train
+from ds2f_jax import imaging, inference, serving
 from ds2f_jax.models import registry
 
 PLATFORMS = ('cpu', 'cuda', 'tpu')
-
-
-def restore_train_state(config, workdir: str, which, mesh) -> tuple[int, train.TrainState]:
-  """(step, state) of checkpoint `which` ('best' | 'latest' | a step) in workdir,
-  replicated on `mesh`; a one-line error when there is none."""
-  ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.isdir(ckpt_dir):
-    raise FileNotFoundError(f'no checkpoint in {ckpt_dir}: train first (--mode train)')
-  mngr = checkpointing.create_manager(workdir, config.keep_checkpoints, read_only=True)
-  try:
-    step = checkpointing.resolve_step(mngr, which)
-    model, tx = train.create_model(config), train.create_optimizer(config)
-    abstract = jax.eval_shape(functools.partial(train.init_state, config, model, tx, mesh))
-    state = checkpointing.restore(mngr, step, abstract, sharding.replicated(mesh))
-  finally:
-    mngr.close()
-  return step, state
-
-
-def inference_model(config):
-  """The model as served: the training config's model, without rematerialisation."""
-  return registry.create_model(config.model, dtype=config.dtype, remat=False)
 
 
 def predict_fn(model):
@@ -79,17 +56,6 @@ def export_lowered(model, variables, min_side: int) -> jax.export.Exported:
   lr_spec = jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32)
   var_spec = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), variables)
   return jax.export.export(jax.jit(predict_fn(model)), platforms=PLATFORMS)(var_spec, lr_spec)
-
-
-def class_names(config) -> list[str]:
-  """The dataset builder's CLASS_NAMES, or class_<i> when they do not fit the model."""
-  n = config.model.num_classes
-  names = getattr(input_pipeline.get_builder(config.data), 'CLASS_NAMES', None)
-  if names is None or len(names) != n:
-    logging.warning('Dataset %s names %s classes; model.num_classes=%d: exporting generic names.',
-                    config.data.name, None if names is None else len(names), n)
-    return [f'class_{i}' for i in range(n)]
-  return list(names)
 
 
 def _version(package: str) -> str:
@@ -139,7 +105,7 @@ def export_info(config, step: int, which, exported: jax.export.Exported, min_sid
                      f'bicubic(original -> hr_size / {r}); the model maps LR to logits at '
                      f'LR x {r}. Serving resizes any image to lr_size and maps the HR output '
                      'back to the image size.'),
-      'class_names': class_names(config),
+      'class_names': inference.class_names(config),
       'signature': {
           'call': 'exported.call(variables, lr) with variables = params.msgpack tree',
           'platforms': list(exported.platforms),
@@ -160,7 +126,6 @@ def export_info(config, step: int, which, exported: jax.export.Exported, min_sid
 def export(config, workdir: str) -> str:
   """Writes workdir/export (replacing an older export only when the new one is
   complete) and returns its path."""
-  train.validate_config(config)
   if jax.process_count() > 1:
     raise ValueError(f'--mode export runs in one process, not {jax.process_count()}: start it '
                      'without the multi-host environment (it needs no accelerator)')
@@ -168,13 +133,9 @@ def export(config, workdir: str) -> str:
   which = str(config.export.checkpoint)
   if which not in ('best', 'latest') and not which.isdigit():
     raise ValueError(f'export.checkpoint={which!r}: use best, latest or a step number')
-  mesh = sharding.create_mesh(jax.devices()[:1])
-  step, state = restore_train_state(config, workdir, which, mesh)
-  model = inference_model(config)
-  lr_shape = (1, *imaging.input_size(config), 3)
-  variables = registry.inference_variables(
-      model, {'params': state.params, 'batch_stats': state.batch_stats}, lr_shape)
-  variables = jax.tree_util.tree_map(np.asarray, jax.device_get(variables))
+  restored = inference.restore(config, workdir, which)
+  model, step = restored.model, restored.step
+  variables = jax.tree_util.tree_map(np.asarray, jax.device_get(restored.variables))
   min_side = registry.min_lr_side(config.model)
   exported = export_lowered(model, variables, min_side)
 

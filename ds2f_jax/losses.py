@@ -13,7 +13,8 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 from jax import lax
-import numpy as np
+
+from ds2f_jax import sr_quality
 
 # Covariance products must not drop to bf16 passes (TPU default precision).
 _HIGHEST = lax.Precision.HIGHEST
@@ -60,23 +61,6 @@ def mse(pred: jax.Array, target: jax.Array) -> jax.Array:
   return jnp.mean(jnp.square(diff))
 
 
-def _gaussian_taps(win_size: int, sigma: float) -> np.ndarray:
-  # A trace-time constant, so building it in NumPy puts no float64 on device.
-  coords = np.arange(win_size, dtype=np.float64) - win_size // 2
-  g = np.exp(-(coords**2) / (2.0 * sigma**2))
-  return (g / g.sum()).astype(np.float32)
-
-
-def _filter_valid(x: jax.Array, taps: np.ndarray, axis: int) -> jax.Array:
-  """Valid 1-D correlation along `axis`, as a sum of shifted slices."""
-  k = taps.shape[0]
-  n = x.shape[axis] - k + 1
-  out = taps[0] * lax.slice_in_dim(x, 0, n, axis=axis)
-  for i in range(1, k):
-    out = out + taps[i] * lax.slice_in_dim(x, i, i + n, axis=axis)
-  return out
-
-
 def ssim(x: jax.Array,
          y: jax.Array,
          *,
@@ -85,38 +69,13 @@ def ssim(x: jax.Array,
          sigma: float = 1.5,
          k1: float = 0.01,
          k2: float = 0.03) -> jax.Array:
-  """SSIM with pytorch_msssim semantics (spec §3.1), inputs (N, H, W, C).
-
-  Separable valid Gaussian filtering (H, then W) per channel; the SSIM map is
-  averaged over space per (n, c) and then over n and c.
-  """
+  """SSIM of a batch (N, H, W, C) with pytorch_msssim semantics: the mean over
+  images of `sr_quality.ssim`, the one SSIM the metric uses too."""
   if x.shape != y.shape or x.ndim != 4:
     raise ValueError(f'ssim: inputs must both be (N, H, W, C), got {x.shape} '
                      f'and {y.shape}.')
-  if win_size % 2 != 1:
-    raise ValueError(f'ssim: win_size must be odd, got {win_size}.')
-  if min(x.shape[1:3]) < win_size:
-    raise ValueError(f'ssim: spatial size {x.shape[1:3]} is smaller than '
-                     f'win_size {win_size}.')
-  x = x.astype(jnp.float32)
-  y = y.astype(jnp.float32)
-  c1 = (k1 * data_range)**2
-  c2 = (k2 * data_range)**2
-  taps = _gaussian_taps(win_size, sigma)
-  # Filter the five maps in one pass by stacking them on the channel axis.
-  stacked = jnp.concatenate([x, y, x * x, y * y, x * y], axis=-1)
-  filtered = _filter_valid(_filter_valid(stacked, taps, 1), taps, 2)
-  mu_x, mu_y, e_xx, e_yy, e_xy = jnp.split(filtered, 5, axis=-1)
-  mu_xx = mu_x * mu_x
-  mu_yy = mu_y * mu_y
-  mu_xy = mu_x * mu_y
-  var_x = e_xx - mu_xx
-  var_y = e_yy - mu_yy
-  cov_xy = e_xy - mu_xy
-  luminance = (2.0 * mu_xy + c1) / (mu_xx + mu_yy + c1)
-  contrast_structure = (2.0 * cov_xy + c2) / (var_x + var_y + c2)
-  per_nc = jnp.mean(luminance * contrast_structure, axis=(1, 2))
-  return jnp.mean(per_nc)
+  return jnp.mean(sr_quality.ssim(x, y, data_range=data_range, win_size=win_size, sigma=sigma,
+                                  k1=k1, k2=k2))
 
 
 def _avg_pool(x: jax.Array, pool: int) -> jax.Array:

@@ -36,7 +36,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from ds2f_jax import evaluate, imaging, inference, input_pipeline, visualize
+from ds2f_jax import imaging, inference, visualize
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.gif', '.ppm', '.pgm', '.pnm',
                     '.bmp')
@@ -187,7 +187,8 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
     raise FileNotFoundError(f'--mask {mask_path} does not exist')
   if mask_path is not None and input_is_dir and not os.path.isdir(mask_path):
     raise ValueError(f'--mask {mask_path} must be a folder when --input is a folder')
-  outputs = output_names(files, _class_names(config))
+  names = inference.class_names(config)
+  outputs = output_names(files, names)
   output_dir = _prepare_output(output_dir)
   restored = inference.restore(config, workdir, config.eval.checkpoint)
   num_classes = int(config.model.num_classes)
@@ -249,12 +250,3 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
                output_dir)
   return {'written': written, 'failed': failed}
 
-
-def _class_names(config) -> list[str]:
-  """The dataset's class names where its builder declares them, else class ids."""
-  c = int(config.model.num_classes)
-  try:
-    builder = input_pipeline.get_builder(config.data)
-  except ValueError:  # Predicting needs no dataset: fall back to class ids.
-    return [str(i) for i in range(c)]
-  return evaluate.class_names(builder, c)

@@ -13,14 +13,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 def create_mesh(devices=None) -> jax.sharding.Mesh:
   """A 1-D ('data',) mesh with Auto axes (new JAX defaults to Explicit ones)."""
   devices = jax.devices() if devices is None else devices
-  kwargs = {}
-  axis_type = getattr(jax.sharding, 'AxisType', None)
-  if axis_type is not None:
-    kwargs['axis_types'] = (axis_type.Auto,)
-  try:
-    return jax.make_mesh((len(devices),), ('data',), devices=devices, **kwargs)
-  except TypeError:  # Older JAX without `axis_types` / `devices` keywords.
-    return jax.sharding.Mesh(np.asarray(devices), ('data',))
+  return jax.make_mesh((len(devices),), ('data',), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicated(mesh) -> NamedSharding:

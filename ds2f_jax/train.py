@@ -4,7 +4,7 @@
 notebook can call it (or the pieces below) directly. The input pipeline (grain,
 TFDS) and the image writer are imported only by the functions that read data,
 so the step builders run with jax/flax/optax/orbax alone (the GPU benchmark
-machine has nothing else).
+machine has nothing else); so is clu (the loop's averages and parameter table).
 """
 
 import json
@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from ds2f_jax import checkpointing, distributed, losses, metrics, reporting, sharding
+from ds2f_jax import checkpointing, confusion, distributed, losses, reporting, sharding
 from ds2f_jax import errors, fault_points, imaging, nonfinite, preemption, workdir_lock
 from ds2f_jax.models import pretrained, registry
 
@@ -145,7 +145,7 @@ def make_eval_step(config, model, mesh):
                          batch['lr'], train=False)
     preds = jnp.argmax(logits, axis=-1)
     weights = jnp.broadcast_to(batch['valid'][:, None, None], preds.shape)
-    return metrics.confusion_matrix(batch['mask'], preds, num_classes, weights=weights)
+    return confusion.confusion_matrix(batch['mask'], preds, num_classes, weights=weights)
 
   rep = sharding.replicated(mesh)
   return jax.jit(eval_step, in_shardings=(rep, sharding.data_sharded(mesh)), out_shardings=rep)
@@ -161,7 +161,7 @@ def evaluate(config, eval_step, state, mesh, split: str) -> dict:
                                            process_count=jax.process_count()):
     batch = {k: batch[k] for k in ('lr', 'mask', 'valid')}
     cm += np.asarray(jax.device_get(eval_step(state, sharding.put_batch(batch, mesh))), np.int64)
-  return {f'val/{k}': v for k, v in metrics.summarize_confusion(cm).items()}
+  return {f'val/{k}': v for k, v in confusion.summarize_confusion(cm).items()}
 
 
 def _prepare_workdir(workdir: str) -> str:
@@ -179,8 +179,15 @@ def _prepare_workdir(workdir: str) -> str:
 
 
 def _mean_scalars(rows: list[dict]) -> dict:
-  rows = jax.device_get(rows)
-  return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  """The mean of each scalar over the logged steps: one clu.metrics.Average per key."""
+  from clu import metrics as clu_metrics  # pylint: disable=g-import-not-at-top  # Loop only.
+  averages = clu_metrics.Collection.create(
+      **{k: clu_metrics.Average.from_output(k) for k in rows[0]})
+  total = averages.empty()
+  for row in jax.device_get(rows):
+    total = total.merge(averages.single_from_model_output(
+        **{k: np.asarray(v, np.float32) for k, v in row.items()}))
+  return {k: float(v) for k, v in total.compute().items()}
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -200,6 +207,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def _train(config, workdir: str, sigterm: preemption.SigtermWatch) -> dict:
+  from clu import parameter_overview  # pylint: disable=g-import-not-at-top
   from ds2f_jax import input_pipeline, visualize  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -214,8 +222,9 @@ def _train(config, workdir: str, sigterm: preemption.SigtermWatch) -> dict:
   model = create_model(config)
   tx = create_optimizer(config)
   state = init_state(config, model, tx, mesh)
-  logging.info('Model %s/%s: %d parameters (train graph).', config.model.name,
-               config.model.variant, sum(x.size for x in jax.tree_util.tree_leaves(state.params)))
+  parameter_overview.log_parameter_overview(
+      state.params, include_stats=False,
+      msg=f'Model {config.model.name}/{config.model.variant} (train graph):')
 
   mngr = checkpointing.create_manager(workdir, config.keep_checkpoints)
   start_step, state = checkpointing.restore_latest(mngr, state, sharding.replicated(mesh))

@@ -212,7 +212,8 @@ def _ablate(*args):
 
 @pytest.mark.parametrize('args, expected', [
     (('--variants', 'seg_only,nope'), "unknown ablation preset 'nope'"),
-    (('--config.model.nam=x',), "unknown config key --config.model.nam (did you mean 'name'?)"),
+    (('--config.model.nam=x',), "unknown config key --config.model.nam ('nam' is not a key of "
+     "configs/synthetic.py:tiny (did you mean 'name'?))"),
     (('--seeds', 'x'), 'flag --seeds=x'),
 ])
 def test_bad_input_is_one_line(args, expected, tmp_path):

@@ -67,7 +67,7 @@ _PROCESS = textwrap.dedent('''
     import jax, jax.numpy as jnp, numpy as np
     from jax.experimental import multihost_utils
     from configs import synthetic
-    from ds2f_jax import checkpointing, input_pipeline, metrics, reporting, sharding, train
+    from ds2f_jax import checkpointing, confusion, input_pipeline, reporting, sharding, train
     cfg = synthetic.get_config('tiny')
     cfg.data.data_dir, cfg.batch_size, cfg.eval.batch_size = {data_dir!r}, 4, 4
     pi, out = jax.process_index(), {{}}
@@ -83,11 +83,11 @@ _PROCESS = textwrap.dedent('''
       np.save({lr_file!r}, gathered)
 
     seen = []
-    summarize = metrics.summarize_confusion
-    metrics.summarize_confusion = lambda cm, *a, **k: (seen.append(np.asarray(cm)), summarize(cm, *a, **k))[1]
+    summarize = confusion.summarize_confusion
+    confusion.summarize_confusion = lambda cm, *a, **k: (seen.append(np.asarray(cm)), summarize(cm, *a, **k))[1]
     def labels_vs_labels(state, b):  # Needs no model: counts every valid HR pixel once.
       weights = jnp.broadcast_to(b['valid'][:, None, None], b['mask'].shape)
-      return metrics.confusion_matrix(b['mask'], b['mask'], 2, weights=weights)
+      return confusion.confusion_matrix(b['mask'], b['mask'], 2, weights=weights)
     rep = sharding.replicated(mesh)
     step = jax.jit(labels_vs_labels, in_shardings=(rep, sharding.data_sharded(mesh)), out_shardings=rep)
     val = train.evaluate(cfg, step, {{}}, mesh, 'validation')

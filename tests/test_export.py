@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ds2f_jax import checkpointing, export, msgpack_params, serving, sharding, train
+from ds2f_jax import checkpointing, export, inference, msgpack_params, serving, sharding, train
 from ds2f_jax.models import layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +63,7 @@ def run(tmp_path_factory, synthetic_data_dir):
   export_dir = export.export(cfg, workdir)
   state = jax.device_get(states[3])
   return types.SimpleNamespace(
-      cfg=cfg, workdir=workdir, export_dir=export_dir, model=export.inference_model(cfg),
+      cfg=cfg, workdir=workdir, export_dir=export_dir, model=inference.create_model(cfg),
       variables={'params': state.params, 'batch_stats': state.batch_stats},
       predictor=serving.Predictor.load(export_dir))
 
@@ -188,7 +188,7 @@ def test_export_without_checkpoint_is_one_line(run, tmp_path):
                str(tmp_path / 'empty'), '--config.data.data_dir', str(tmp_path / 'd'))
   assert proc.returncode == 2
   lines = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
-  assert lines == [f'error: no checkpoint in {tmp_path / "empty" / "checkpoints"}: train first '
+  assert lines == [f'error: workdir {tmp_path / "empty"} does not exist: train first '
                    '(--mode train)'], proc.stderr[-2000:]
   assert 'Traceback' not in proc.stderr
   cfg = run.cfg.copy_and_resolve_references()

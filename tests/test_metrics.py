@@ -8,11 +8,24 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ds2f_jax import auc as A
+from ds2f_jax import confusion as C
+from ds2f_jax import evaluate
 from ds2f_jax import metrics as M
+from ds2f_jax import sr_quality as SQ
+from tests import auc_exact as X
 
 
 # ----------------------------------------------------------------------------
 # References, written from the definitions without the module's helpers.
+
+
+def batched_confusion(labels, preds, num_classes, weights=None):
+  """(N, C, C): one confusion matrix per example of the leading axis."""
+  if weights is None:
+    return jax.vmap(lambda l, p: C.confusion_matrix(l, p, num_classes))(labels, preds)
+  return jax.vmap(lambda l, p, w: C.confusion_matrix(l, p, num_classes, w))(
+      labels, preds, weights)
 
 
 def ref_confusion(labels, preds, c, weights=None):
@@ -131,11 +144,11 @@ def test_confusion_matrix_random_with_weights_and_void(c):
   labels[0, 0, :5] = 255  # Void labels are ignored.
   preds = rng.integers(0, c, (3, 17, 13))
   weights = (rng.random((3, 17, 13)) < 0.6).astype(np.float32)
-  got = M.confusion_matrix(labels.astype(np.uint8), preds, c)
+  got = C.confusion_matrix(labels.astype(np.uint8), preds, c)
   assert got.dtype == jnp.int32 and got.shape == (c, c)
   np.testing.assert_array_equal(got, ref_confusion(labels, preds, c))
   assert int(got.sum()) == labels.size - 5
-  got_w = M.confusion_matrix(labels, preds, c, weights)
+  got_w = C.confusion_matrix(labels, preds, c, weights)
   np.testing.assert_array_equal(got_w, ref_confusion(labels, preds, c, weights))
 
 
@@ -144,10 +157,10 @@ def test_confusion_matrix_under_jit_and_batched():
   labels = rng.integers(0, 3, (4, 9, 11))
   preds = rng.integers(0, 3, (4, 9, 11))
   fov = rng.random((4, 9, 11)) < 0.5
-  f = jax.jit(functools.partial(M.confusion_matrix, num_classes=3))
+  f = jax.jit(functools.partial(C.confusion_matrix, num_classes=3))
   np.testing.assert_array_equal(f(labels, preds, weights=fov),
                                 ref_confusion(labels, preds, 3, fov))
-  per = jax.jit(M.batched_confusion_matrix, static_argnums=2)(
+  per = jax.jit(batched_confusion, static_argnums=2)(
       labels, preds, 3, fov)
   assert per.shape == (4, 3, 3)
   for i in range(4):
@@ -157,11 +170,11 @@ def test_confusion_matrix_under_jit_and_batched():
 
 def test_confusion_matrix_bad_input():
   with pytest.raises(ValueError, match='num_classes'):
-    M.confusion_matrix(np.zeros(4, int), np.zeros(4, int), 1)
+    C.confusion_matrix(np.zeros(4, int), np.zeros(4, int), 1)
   with pytest.raises(ValueError, match='preds shape'):
-    M.confusion_matrix(np.zeros(4, int), np.zeros(5, int), 2)
+    C.confusion_matrix(np.zeros(4, int), np.zeros(5, int), 2)
   with pytest.raises(ValueError, match='weights shape'):
-    M.confusion_matrix(np.zeros(4, int), np.zeros(4, int), 2, np.ones(3))
+    C.confusion_matrix(np.zeros(4, int), np.zeros(4, int), 2, np.ones(3))
 
 
 # ----------------------------------------------------------------------------
@@ -172,7 +185,7 @@ def test_per_class_metrics_random_against_formulas():
   rng = np.random.default_rng(2)
   for c in (2, 3, 5):
     m = rng.integers(0, 10_000, (c, c))
-    per = M.per_class_metrics(m)
+    per = C.per_class_metrics(m)
     for k in range(c):
       want = ref_class_metrics(m, k)
       for name, v in want.items():
@@ -183,8 +196,8 @@ def test_per_class_metrics_random_against_formulas():
 
 def test_summarize_binary_is_class_one():
   m = np.array([[9000, 150], [230, 620]])
-  got = M.summarize_confusion(m)
-  assert set(got) == set(M.METRIC_NAMES)
+  got = C.summarize_confusion(m)
+  assert set(got) == set(C.METRIC_NAMES)
   assert_metrics_equal(got, ref_class_metrics(m, 1))
   # Pinned by hand: Dice = 1240 / (1240 + 150 + 230).
   assert got['dice'] == pytest.approx(1240 / 1620, rel=1e-15)
@@ -192,13 +205,13 @@ def test_summarize_binary_is_class_one():
 
 
 def binary_cm(labels, preds, fov=None):
-  return np.asarray(M.confusion_matrix(labels, preds, 2, fov), np.int64)
+  return np.asarray(C.confusion_matrix(labels, preds, 2, fov), np.int64)
 
 
 def test_edge_empty_prediction():
   labels = np.zeros((8, 8), int)
   labels[2:4, 2:6] = 1
-  got = M.summarize_confusion(binary_cm(labels, np.zeros_like(labels)))
+  got = C.summarize_confusion(binary_cm(labels, np.zeros_like(labels)))
   assert got['dice'] == 0.0 and got['iou'] == 0.0 and got['se'] == 0.0
   assert got['sp'] == 1.0 and got['acc'] == 56 / 64 and got['bm'] == 0.0
   assert math.isnan(got['precision']) and math.isnan(got['mcc'])
@@ -207,7 +220,7 @@ def test_edge_empty_prediction():
 def test_edge_empty_ground_truth():
   preds = np.zeros((8, 8), int)
   preds[0, :4] = 1
-  got = M.summarize_confusion(binary_cm(np.zeros_like(preds), preds))
+  got = C.summarize_confusion(binary_cm(np.zeros_like(preds), preds))
   assert got['dice'] == 0.0 and got['iou'] == 0.0 and got['precision'] == 0.0
   assert got['sp'] == 60 / 64 and got['acc'] == 60 / 64
   assert math.isnan(got['se']) and math.isnan(got['mcc'])
@@ -216,12 +229,12 @@ def test_edge_empty_ground_truth():
 
 def test_edge_both_empty_and_all_foreground():
   zeros = np.zeros((8, 8), int)
-  got = M.summarize_confusion(binary_cm(zeros, zeros))
+  got = C.summarize_confusion(binary_cm(zeros, zeros))
   assert got['acc'] == 1.0 and got['sp'] == 1.0
   for k in ('dice', 'iou', 'se', 'precision', 'mcc'):
     assert math.isnan(got[k]), k
   ones = np.ones((8, 8), int)
-  got = M.summarize_confusion(binary_cm(ones, ones))
+  got = C.summarize_confusion(binary_cm(ones, ones))
   for k in ('dice', 'iou', 'se', 'precision', 'acc'):
     assert got[k] == 1.0, k
   assert math.isnan(got['sp']) and math.isnan(got['mcc'])
@@ -241,7 +254,7 @@ def test_edge_fov_keeps_only_a_few_pixels():
     fov[i, j] = 1
   m = binary_cm(labels, preds, fov)
   np.testing.assert_array_equal(m, [[1, 1], [1, 1]])
-  got = M.summarize_confusion(m)
+  got = C.summarize_confusion(m)
   assert got['dice'] == 0.5 and got['se'] == 0.5 and got['sp'] == 0.5
   assert got['mcc'] == 0.0 and got['acc'] == 0.5
 
@@ -252,11 +265,11 @@ def test_multiclass_keys_and_nan_mean():
                 [1, 4, 30, 0],
                 [0, 0, 0, 0]])  # Class 3 never occurs nor is predicted.
   names = ('bg', 'disc', 'cup', 'rim')
-  got = M.summarize_confusion(m, names)
-  want_keys = set(M.METRIC_NAMES) | {
-      f'{k}/{n}' for k in M.METRIC_NAMES for n in names[1:]}
+  got = C.summarize_confusion(m, names)
+  want_keys = set(C.METRIC_NAMES) | {
+      f'{k}/{n}' for k in C.METRIC_NAMES for n in names[1:]}
   assert set(got) == want_keys
-  for k in M.METRIC_NAMES:
+  for k in C.METRIC_NAMES:
     per = [ref_class_metrics(m, c)[k] for c in (1, 2, 3)]
     for c, n in zip((1, 2, 3), names[1:]):
       v = got[f'{k}/{n}']
@@ -265,28 +278,28 @@ def test_multiclass_keys_and_nan_mean():
     finite = [v for v in per if not math.isnan(v)]
     assert got[k] == pytest.approx(np.mean(finite), rel=1e-12), k
   assert math.isnan(got['dice/rim']) and not math.isnan(got['dice'])
-  default = M.summarize_confusion(m)
+  default = C.summarize_confusion(m)
   assert 'dice/1' in default and 'dice/0' not in default
   with pytest.raises(ValueError, match='class_names'):
-    M.summarize_confusion(m, ('bg', 'disc'))
+    C.summarize_confusion(m, ('bg', 'disc'))
   with pytest.raises(ValueError, match='square'):
-    M.summarize_confusion(np.zeros((2, 3)))
+    C.summarize_confusion(np.zeros((2, 3)))
 
 
 def test_accumulator_matches_global_matrix_and_merges():
   rng = np.random.default_rng(4)
   labels = rng.integers(0, 3, (20, 6, 6))
   preds = rng.integers(0, 3, (20, 6, 6))
-  step = jax.jit(functools.partial(M.confusion_matrix, num_classes=3))
-  a, b = M.ConfusionAccumulator(3), M.ConfusionAccumulator(3)
+  step = jax.jit(functools.partial(C.confusion_matrix, num_classes=3))
+  a, b = C.ConfusionAccumulator(3), C.ConfusionAccumulator(3)
   for i in range(12):  # More than one flush of pending device arrays.
     a.update(step(labels[i], preds[i]))
-  b.update(M.batched_confusion_matrix(labels[12:], preds[12:], 3))
+  b.update(batched_confusion(labels[12:], preds[12:], 3))
   whole = ref_confusion(labels, preds, 3)
   merged = a.merge(b)
   assert merged.matrix.dtype == np.int64
   np.testing.assert_array_equal(merged.matrix, whole)
-  assert_metrics_equal(merged.compute(), M.summarize_confusion(whole))
+  assert_metrics_equal(merged.compute(), C.summarize_confusion(whole))
   with pytest.raises(ValueError, match='shape'):
     a.update(np.zeros((2, 2), np.int32))
 
@@ -299,20 +312,21 @@ def test_per_image_vs_global():
   labels[1, 0, :2] = 1
   preds[1, 0, :1] = 1  # Image 1: Dice 2/3.
   # Image 2: no foreground anywhere; Dice NaN, skipped by the mean.
-  cms = np.asarray(M.batched_confusion_matrix(labels, preds, 2))
-  rows = M.per_image_metrics(cms)
+  cms = np.asarray(batched_confusion(labels, preds, 2))
+  rows = [C.summarize_confusion(m) for m in cms]
   assert rows[0]['dice'] == 1.0 and rows[1]['dice'] == pytest.approx(2 / 3)
   assert math.isnan(rows[2]['dice'])
-  s = M.per_image_summary(cms)
-  assert set(s) == {f'{k}_per_image_{t}' for k in M.METRIC_NAMES
+  # Eval's per-image statistics (mean and population std, NaN skipped).
+  s = evaluate._per_image_stats([{f'fov/{k}': v for k, v in r.items()} for r in rows])
+  assert set(s) == {f'fov/{k}_per_image_{t}' for k in C.METRIC_NAMES
                     for t in ('mean', 'std')}
-  assert s['dice_per_image_mean'] == pytest.approx((1 + 2 / 3) / 2, rel=1e-14)
-  assert s['dice_per_image_std'] == pytest.approx(1 / 6, rel=1e-14)
-  assert s['acc_per_image_mean'] == pytest.approx((1 + 15 / 16 + 1) / 3)
+  assert s['fov/dice_per_image_mean'] == pytest.approx((1 + 2 / 3) / 2, rel=1e-14)
+  assert s['fov/dice_per_image_std'] == pytest.approx(1 / 6, rel=1e-14)
+  assert s['fov/acc_per_image_mean'] == pytest.approx((1 + 15 / 16 + 1) / 3)
   # Global (micro) Dice pools pixels: 2 * 9 / (2 * 9 + 0 + 1).
-  glob = M.summarize_confusion(cms.sum(0))
+  glob = C.summarize_confusion(cms.sum(0))
   assert glob['dice'] == pytest.approx(18 / 19, rel=1e-14)
-  assert glob['dice'] != pytest.approx(s['dice_per_image_mean'])
+  assert glob['dice'] != pytest.approx(s['fov/dice_per_image_mean'])
 
 
 # ----------------------------------------------------------------------------
@@ -322,10 +336,10 @@ def test_per_image_vs_global():
 def test_auc_hand_example():
   s = np.array([0.1, 0.4, 0.35, 0.8])
   y = np.array([0, 0, 1, 1])
-  assert M.roc_auc(s, y) == pytest.approx(0.75, rel=1e-15)
-  assert M.average_precision(s, y) == pytest.approx(5 / 6, rel=1e-15)
+  assert X.roc_auc(s, y) == pytest.approx(0.75, rel=1e-15)
+  assert X.average_precision(s, y) == pytest.approx(5 / 6, rel=1e-15)
   # Trapezoid: (0,1)-(.5,1) = .5, (.5,.5)-(1,2/3) = .5 * (.5 + 2/3) / 2.
-  assert M.pr_auc(s, y) == pytest.approx(0.5 + 0.25 * (0.5 + 2 / 3),
+  assert X.pr_auc(s, y) == pytest.approx(0.5 + 0.25 * (0.5 + 2 / 3),
                                          rel=1e-15)
 
 
@@ -338,11 +352,11 @@ def test_exact_aucs_against_brute_force_with_ties(seed):
   fov = (rng.random(n) < 0.7).astype(float)
   w = rng.random(n) * 2
   for weights in (None, fov, w):
-    np.testing.assert_allclose(M.roc_auc(s, y, weights),
+    np.testing.assert_allclose(X.roc_auc(s, y, weights),
                                ref_roc_pairwise(s, y, weights), rtol=1e-12)
-    np.testing.assert_allclose(M.pr_auc(s, y, weights),
+    np.testing.assert_allclose(X.pr_auc(s, y, weights),
                                ref_pr_trapezoid(s, y, weights), rtol=1e-12)
-    np.testing.assert_allclose(M.average_precision(s, y, weights),
+    np.testing.assert_allclose(X.average_precision(s, y, weights),
                                ref_ap(s, y, weights), rtol=1e-12)
 
 
@@ -351,21 +365,21 @@ def test_fov_weights_equal_dropping_pixels():
   s = rng.random(200).astype(np.float32)
   y = (rng.random(200) < 0.4).astype(int)
   fov = rng.random(200) < 0.5
-  assert M.roc_auc(s, y, fov) == M.roc_auc(s[fov], y[fov])
-  assert M.pr_auc(s, y, fov) == M.pr_auc(s[fov], y[fov])
+  assert X.roc_auc(s, y, fov) == X.roc_auc(s[fov], y[fov])
+  assert X.pr_auc(s, y, fov) == X.pr_auc(s[fov], y[fov])
 
 
 def test_auc_degenerate_classes():
   s = np.array([0.2, 0.6, 0.9])
-  assert math.isnan(M.roc_auc(s, [0, 0, 0]))
-  assert math.isnan(M.pr_auc(s, [0, 0, 0]))
-  assert math.isnan(M.roc_auc(s, [1, 1, 1]))
-  assert M.pr_auc(s, [1, 1, 1]) == 1.0
-  assert M.roc_auc([0.5, 0.5], [0, 1]) == 0.5
+  assert math.isnan(X.roc_auc(s, [0, 0, 0]))
+  assert math.isnan(X.pr_auc(s, [0, 0, 0]))
+  assert math.isnan(X.roc_auc(s, [1, 1, 1]))
+  assert X.pr_auc(s, [1, 1, 1]) == 1.0
+  assert X.roc_auc([0.5, 0.5], [0, 1]) == 0.5
   with pytest.raises(ValueError, match='0/1'):
-    M.roc_auc(s, [0, 255, 255])
+    X.roc_auc(s, [0, 255, 255])
   with pytest.raises(ValueError, match='NaN'):
-    M.pr_auc([0.1, np.nan], [0, 1])
+    X.pr_auc([0.1, np.nan], [0, 1])
 
 
 def test_score_bins_monotone_and_fine():
@@ -373,15 +387,15 @@ def test_score_bins_monotone_and_fine():
       np.random.default_rng(6).random(5000), [0, 1e-30, 1e-12, 0.5, 1.0],
       np.nextafter(np.float32(1), np.float32(0), dtype=np.float32)[None],
   ]).astype(np.float32))
-  bins = np.asarray(M.score_bins(p))
+  bins = np.asarray(A.score_bins(p))
   assert bins.dtype == np.int32
   assert np.all(np.diff(bins) >= 0)
-  assert bins[0] == 0 and bins[-1] == M.num_score_bins() - 1
-  assert M.num_score_bins() == 2 * 40 * 4096 + 3
+  assert bins[0] == 0 and bins[-1] == A.num_score_bins() - 1
+  assert A.num_score_bins() == 2 * 40 * 4096 + 3
   # Resolution: relative 2^-12 of the distance to 0 or 1.
   near = np.array([0.3, 0.3001, 1e-6, 1.001e-6, 1 - 1e-4, 1 - 1.001e-4],
                   np.float32)
-  b = np.asarray(M.score_bins(near))
+  b = np.asarray(A.score_bins(near))
   assert b[0] < b[1] and b[2] < b[3] and b[5] < b[4]
   # 1 - 2^-24 (the largest float32 below 1) is not merged with 1.0.
   assert bins[-2] < bins[-1]
@@ -394,27 +408,27 @@ def test_histogram_auc_within_1e4_of_exact():
   logit = np.where(y, rng.normal(3, 2.5, n), rng.normal(-4, 2.5, n))
   p = np.asarray(jax.nn.sigmoid(jnp.asarray(logit, jnp.float32)))
   fov = rng.random(n) < 0.8
-  hist = jax.jit(M.score_histogram)(p, y, fov)
-  assert hist.shape == (2, M.num_score_bins()) and hist.dtype == jnp.int32
-  per_example = jax.jit(functools.partial(M.score_histogram, per_example=True))
+  hist = jax.jit(A.score_histogram)(p, y, fov)
+  assert hist.shape == (2, A.num_score_bins()) and hist.dtype == jnp.int32
+  per_example = jax.jit(functools.partial(A.score_histogram, per_example=True))
   np.testing.assert_array_equal(
       per_example(p.reshape(4, 250, 100), y.reshape(4, 250, 100),
                   fov.reshape(4, 250, 100)), hist)
   np.testing.assert_array_equal(np.asarray(hist).sum(1),
                                 [np.sum(fov & ~y), np.sum(fov & y)])
-  exact_roc, exact_pr = M.roc_auc(p, y, fov), M.pr_auc(p, y, fov)
+  exact_roc, exact_pr = X.roc_auc(p, y, fov), X.pr_auc(p, y, fov)
   assert 0.9 < exact_roc < 0.999
-  assert abs(M.roc_auc_from_histogram(hist) - exact_roc) < 1e-4
-  assert abs(M.pr_auc_from_histogram(hist) - exact_pr) < 1e-4
+  assert abs(A.aucs_from_counts(hist)['auc_roc'] - exact_roc) < 1e-4
+  assert abs(A.aucs_from_counts(hist)['auc_pr'] - exact_pr) < 1e-4
   # Streaming over batches gives the same histogram as one call.
-  acc = M.HistogramAccumulator()
+  acc = A.HistogramAccumulator()
+  hist_of = jax.jit(A.score_histogram)
   for i in range(4):
-    acc.update_from_scores(p.reshape(4, -1)[i], y.reshape(4, -1)[i],
-                           fov.reshape(4, -1)[i])
+    acc.update(hist_of(p.reshape(4, -1)[i], y.reshape(4, -1)[i], fov.reshape(4, -1)[i]))
   np.testing.assert_array_equal(acc.histogram, hist)
-  out = acc.merge(M.HistogramAccumulator()).compute()
-  assert out['auc_roc'] == M.roc_auc_from_histogram(hist)
-  assert abs(out['ap'] - M.average_precision(p, y, fov)) < 1e-4
+  out = acc.merge(A.HistogramAccumulator()).compute()
+  assert out['auc_roc'] == A.aucs_from_counts(hist)['auc_roc']
+  assert abs(out['ap'] - X.average_precision(p, y, fov)) < 1e-4
 
 
 def test_histogram_equals_exact_when_scores_are_on_bin_edges():
@@ -422,10 +436,10 @@ def test_histogram_equals_exact_when_scores_are_on_bin_edges():
   rng = np.random.default_rng(8)
   s = np.round(rng.random(2000), 2).astype(np.float32)
   y = (rng.random(2000) < s).astype(int)
-  h = jax.jit(M.score_histogram)(s, y)
-  assert M.roc_auc_from_histogram(h) == pytest.approx(M.roc_auc(s, y),
+  h = jax.jit(A.score_histogram)(s, y)
+  assert A.aucs_from_counts(h)['auc_roc'] == pytest.approx(X.roc_auc(s, y),
                                                       rel=1e-13)
-  assert M.pr_auc_from_histogram(h) == pytest.approx(M.pr_auc(s, y), rel=1e-13)
+  assert A.aucs_from_counts(h)['auc_pr'] == pytest.approx(X.pr_auc(s, y), rel=1e-13)
 
 
 # ----------------------------------------------------------------------------
@@ -436,12 +450,12 @@ def test_psnr_against_numpy():
   rng = np.random.default_rng(9)
   x = rng.random((2, 12, 10, 3)).astype(np.float32)
   y = np.clip(x + rng.normal(0, 0.05, x.shape), 0, 1).astype(np.float32)
-  got = jax.jit(M.psnr, static_argnums=2)(x, y, 1.0)
+  got = jax.jit(SQ.psnr, static_argnums=2)(x, y, 1.0)
   mse = ((x.astype(np.float64) - y) ** 2).mean(axis=(1, 2, 3))
   np.testing.assert_allclose(got, 10 * np.log10(1.0 / mse), rtol=1e-5)
   # [-1, 1] images with range 2 give the same PSNR as [0, 1] with range 1.
-  np.testing.assert_allclose(M.psnr(2 * x - 1, 2 * y - 1, 2.0), got, rtol=1e-5)
-  assert np.isinf(M.psnr(x, x)).all()
+  np.testing.assert_allclose(SQ.psnr(2 * x - 1, 2 * y - 1, 2.0), got, rtol=1e-5)
+  assert np.isinf(SQ.psnr(x, x)).all()
 
 
 def test_ssim_against_numpy():
@@ -451,13 +465,13 @@ def test_ssim_against_numpy():
   x = (0.2 * rng.random((2, 20, 17, 3))).astype(np.float32)
   y = np.clip(0.5 * x + 0.05 + rng.normal(0, 0.03, x.shape), 0, 1).astype(
       np.float32)
-  got = jax.jit(M.ssim_metric)(x, y)
+  got = jax.jit(SQ.ssim)(x, y)
   assert got.shape == (2,)
   want = [ref_ssim(x[i], y[i], 1.0) for i in range(2)]
   np.testing.assert_allclose(got, want, atol=2e-5)
-  np.testing.assert_allclose(M.ssim_metric(x[0], x[0]), 1.0, atol=1e-6)
+  np.testing.assert_allclose(SQ.ssim(x[0], x[0]), 1.0, atol=1e-6)
   with pytest.raises(ValueError, match='smaller than'):
-    M.ssim_metric(x[:, :8], y[:, :8])
+    SQ.ssim(x[:, :8], y[:, :8])
 
 
 # ----------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ds2f_jax.models.layers import Conv, ConvBNAct, max_pool_3x3_s2, resize_bilinear
+from ds2f_jax.models.layers import ConvBNAct, max_pool_3x3_s2, resize_bilinear
 
 
 class DoubleConv(nn.Module):

@@ -6,9 +6,10 @@ import types
 import pytest
 
 import main
-from ds2f_jax import errors, reporting
+from ds2f_jax import cli, errors, reporting
 
 
+@pytest.mark.parametrize('entry', ['main', 'ablate'])
 @pytest.mark.parametrize('error, code, line', [
     (errors.Preempted('preempted (SIGTERM) at step 5: checkpoint saved in W', 5), 143,
      'preempted (SIGTERM) at step 5: checkpoint saved in W'),
@@ -20,16 +21,31 @@ from ds2f_jax import errors, reporting
      'error: checkpoint step 2 could not be written'),
     (ValueError('data.hr_size=(65, 64) is not divisible'), 2,
      'error: data.hr_size=(65, 64) is not divisible'),
-], ids=['preempted', 'nonfinite', 'locked', 'disk_full', 'bad_value'])
-def test_exit_code_and_one_line(error, code, line, monkeypatch, capsys):
-  def run(mode, config, workdir):
+    (IsADirectoryError(21, 'Is a directory', 'W/metrics.jsonl'), 2,
+     'error: W/metrics.jsonl: Is a directory'),
+], ids=['preempted', 'nonfinite', 'locked', 'disk_full', 'bad_value', 'path_type'])
+def test_exit_code_and_one_line(error, code, line, entry, monkeypatch, capsys):
+  """Both entry points map every stop to its code, and start jax.distributed first."""
+  from ds2f_jax import ablate, distributed
+  started = []
+  monkeypatch.setattr(distributed, 'initialize_from_env', lambda: started.append(True))
+
+  def run(*args):
+    assert started, 'jax.distributed must start before the run'
     raise error
 
-  monkeypatch.setattr(main, '_run', run)
-  monkeypatch.setattr(main, 'FLAGS', types.SimpleNamespace(mode='train', config=None,
-                                                           workdir='W'))
+  if entry == 'main':
+    module = main
+    monkeypatch.setitem(cli.MODES, 'train', run)
+    monkeypatch.setattr(main, 'FLAGS', types.SimpleNamespace(mode='train', config=None,
+                                                             workdir='W', output=None))
+  else:
+    module = ablate
+    monkeypatch.setattr(ablate, 'run', run)
+    monkeypatch.setattr(ablate.flags, 'FLAGS', types.SimpleNamespace(
+        config=None, workdir='W', variants=['ds2f'], seeds=1))
   with pytest.raises(SystemExit) as e:
-    main.main(['main.py'])
+    module.main(['x'])
   assert e.value.code == code
   assert capsys.readouterr().err.strip().splitlines() == [line]
 
@@ -55,10 +71,11 @@ def test_console_filter_drops_library_info_only(path, level, shown):
 def test_entry_points_install_the_console_filter(entry, monkeypatch):
   from absl import logging as absl_logging
   from ds2f_jax import ablate
-  args = types.SimpleNamespace(mode='train', config=None, workdir='W', variants='', seeds=1)
+  args = types.SimpleNamespace(mode='train', config=None, workdir='W', variants='', seeds=1,
+                               output=None)
   if entry == 'main':
     module = main
-    monkeypatch.setattr(main, '_run', lambda *a: None)
+    monkeypatch.setitem(cli.MODES, 'train', lambda *a: None)
     monkeypatch.setattr(main, 'FLAGS', args)
   else:
     module = ablate
