@@ -63,13 +63,19 @@ import numpy as np
 
 DEFAULT_REFERENCE = os.path.join(ROOT, '..', 'shared', 'reference', 'imed_vision')
 
-config_flags.DEFINE_config_file('config', None, 'A configs/*.py file (plus --config.key=value).',
-                                lock_config=True)
-flags.DEFINE_string('workdir', None, 'Where the run writes (created).')
-flags.DEFINE_string('reference', DEFAULT_REFERENCE,
-                    'The official imed_vision checkout (the folder holding imed_vision/).')
-flags.DEFINE_bool('no_eval', False, 'Train only: skip the import into our format and our eval.')
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command's flags; defined only when it runs, so importing it (tests) adds none."""
+  config_flags.DEFINE_config_file('config', None,
+                                  'A configs/*.py file (plus --config.key=value).',
+                                  lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Where the run writes (created).')
+  flags.DEFINE_string('reference', DEFAULT_REFERENCE,
+                      'The official imed_vision checkout (the folder holding imed_vision/).')
+  flags.DEFINE_bool('no_eval', False, 'Train only: skip the import into our format and our eval.')
+  flags.mark_flag_as_required('config')
 
 LOSS_PARTS = ('ce', 'mse', 'ssim', 'rmi')
 
@@ -321,5 +327,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  flags.mark_flag_as_required('config')
+  define_flags()
   app.run(main)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ds2f_jax import checkpointing, export, imaging, predict, serving, sharding, train
+from ds2f_jax import checkpointing, export, imaging, inference, predict, serving, sharding, train
 
 VARIANTS = ('ds2f', 'seg_only', 'seg_hr')
 # (height, width): 1751x301 and 83x997 (width x height) of the issue, odd sides, one
@@ -48,7 +48,7 @@ def _centred(cfg, state, images):
   """The state with its output bias moved so that half the pixels of `images` are class 1."""
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   lr = np.stack([imaging.bicubic_normalised(im, imaging.input_size(cfg)) for im in images])
-  probs = np.asarray(jax.jit(export.predict_fn(export.inference_model(cfg)))(variables, lr))
+  probs = np.asarray(jax.jit(export.predict_fn(inference.create_model(cfg)))(variables, lr))
   shift = np.median(np.log(probs[..., 1]) - np.log(probs[..., 0]))
   bias = np.asarray(state.params['out_conv']['bias']).copy()
   bias[1] -= shift
