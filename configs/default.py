@@ -34,7 +34,7 @@ def get_config():
   c.data.val_fraction = 0.2  # Size of that carved hold-out (official: 20 %, fixed seed).
   c.data.augment = True  # The official recipe (colour jitter, flips, shift-rotate).
   c.data.crop_size = ()  # (h, w) random HR crops for patch training; () = whole image.
-  c.data.num_workers = 2  # Threads reading and augmenting examples.
+  c.data.num_workers = 0  # Threads reading and augmenting examples; 0 = one per CPU core.
   c.data.prefetch = 4  # Batches prepared ahead of the step.
 
   c.model = ml_collections.ConfigDict()

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from configs import ablations
-from ds2f_jax import evaluate, flops, inference, input_pipeline, reporting, train
+from ds2f_jax import curves, evaluate, flops, inference, input_pipeline, reporting, train
 
 # Settings that say where data is read from and how fast, not what is trained or
 # scored: a run may be resumed or reused when only these differ.
@@ -275,6 +275,8 @@ def run(config, workdir: str, variants=ablations.DEFAULT_VARIANTS, seeds: int = 
                                   'images_per_s': record['images_per_s']}
       entry['summary'] = summarize(list(entry['runs'].values()))
       _write(workdir, result)
+      curves.write_comparison(os.path.join(workdir, 'curves.png'), {
+          f'{n} seed {s}': run_dir(workdir, n, s) for n in variants for s in seed_list})
   logging.info('Wrote %s and %s.', os.path.join(workdir, 'ablation.md'),
                os.path.join(workdir, 'ablation.json'))
   return result

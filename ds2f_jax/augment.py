@@ -197,10 +197,15 @@ def adjust_brightness(image: np.ndarray, factor: float) -> np.ndarray:
   return _lut(image, lut)
 
 
-def _lut(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
-  if _cv():
-    return cv2.LUT(image, lut)
-  return np.take(lut, image)
+def lookup(image: np.ndarray, table: np.ndarray) -> np.ndarray:
+  """table[image] for a uint8 image and a 256-entry table of any dtype."""
+  if _cv() and table.dtype.type in _CV_WARP_DTYPES and image.ndim <= 3 and (
+      image.ndim < 3 or image.shape[2] <= 4):
+    return cv2.LUT(np.ascontiguousarray(image), table).reshape(image.shape)
+  return np.take(table, image)
+
+
+_lut = lookup
 
 
 def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:

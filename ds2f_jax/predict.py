@@ -32,7 +32,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from ds2f_jax import evaluate, inference, input_pipeline, visualize
+from ds2f_jax import evaluate, inference, input_pipeline, reporting, visualize
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.gif', '.ppm', '.pgm', '.pnm',
                     '.bmp')
@@ -165,7 +165,7 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
     failed[os.path.basename(path)] = reason
     logging.error('%s', reason)
 
-  progress = inference.Progress(len(files), 'predict')
+  progress = reporting.Progress(len(files), desc='predict', unit='image')
 
   def readable(paths):
     for path in paths:
@@ -173,7 +173,7 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
         image = read_rgb(path)
       except ValueError as e:
         fail(path, f'{e}; skipped')
-        progress.update(1)
+        progress.advance(1)
         continue
       yield path, image
 
@@ -208,7 +208,7 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
       visualize.save_png(f'{stem}_mask.png', visualize.label_levels(pred, num_classes))
       visualize.save_png(f'{stem}_overlay.png', visualize.overlay(image, pred, gt))
       written.append(path)
-    progress.update(len(chunk))
+    progress.advance(len(chunk))
   progress.close()
   logging.info('Wrote predictions for %d of %d images to %s.', len(written), len(files),
                output_dir)

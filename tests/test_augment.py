@@ -477,3 +477,14 @@ def test_backends_agree_on_the_whole_recipe():
 def test_set_backend_rejects_unknown_names():
   with pytest.raises(ValueError, match='opencv'):
     A.set_backend('pillow')
+
+
+@pytest.mark.parametrize('dtype', [np.uint8, np.float32])
+def test_lookup_is_table_indexing(dtype):
+  rng = np.random.default_rng(20)
+  table = rng.uniform(-1, 1, 256).astype(dtype)
+  for shape in [(7, 9), (7, 9, 1), (7, 9, 3)]:
+    x = rng.integers(0, 256, shape, dtype=np.uint8)
+    got = A.lookup(x, table)
+    assert got.shape == shape and got.dtype == dtype
+    np.testing.assert_array_equal(got, table[x])
