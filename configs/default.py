@@ -24,7 +24,7 @@ def get_config():
   c.grad_accum_steps = 1  # > 1 wraps the optimiser in optax.MultiSteps.
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = 'synthetic_fundus'  # A TFDS builder under datasets/.
+  c.data.name = 'synthetic_fundus'  # A TFDS builder under ds2f_jax/datasets/.
   c.data.config = ''  # TFDS builder config name ('' = the builder's default).
   c.data.data_dir = ''  # Where prepared datasets live ('' = ~/tensorflow_datasets).
   c.data.manual_dir = ''  # Where manually downloaded archives are.

@@ -1,6 +1,6 @@
 """TFDS data source → DS2F HR/LR pairs → grain batches, without TensorFlow.
 
-Datasets are TFDS builders under `datasets/<name>/`, prepared as array_record
+Datasets are TFDS builders under `ds2f_jax/datasets/<name>/`, prepared as array_record
 files and read by random access (`builder.as_data_source`). Training batches
 form a grain `MapDataset` indexed by the global step: batch `k` is a pure
 function of (config, k), so resuming at step `k` needs no iterator state.
@@ -40,12 +40,17 @@ _AUGMENT_STREAM = 1
 # Builders.
 
 
+# The builders' package: inside ds2f_jax, so that installing the project adds no
+# top-level `datasets` package (Hugging Face's has that name).
+_DATASETS = 'ds2f_jax.datasets'
+
+
 def _datasets_dir() -> pathlib.Path:
-  return pathlib.Path(importlib.import_module('datasets').__file__).parent
+  return pathlib.Path(importlib.import_module(_DATASETS).__file__).parent
 
 
 def available_datasets() -> list[str]:
-  """Names of the dataset folders (TFDS builders) under datasets/."""
+  """Names of the dataset folders (TFDS builders) under ds2f_jax/datasets/."""
   root = _datasets_dir()
   return sorted(
       p.name
@@ -57,7 +62,7 @@ def available_datasets() -> list[str]:
 def get_builder(
     data_cfg: ml_collections.ConfigDict,
 ) -> tfds.core.DatasetBuilder:
-  """The TFDS builder of `data.name`, imported from datasets/ to register."""
+  """The TFDS builder of `data.name`, imported from ds2f_jax/datasets/ to register."""
   name = data_cfg.name
   names = available_datasets()
   if name not in names:
@@ -65,7 +70,7 @@ def get_builder(
         f'data.name {name!r} is not a dataset under {_datasets_dir()};'
         f' available: {", ".join(names)}.'
     )
-  importlib.import_module(f'datasets.{name}')
+  importlib.import_module(f'{_DATASETS}.{name}')
   return tfds.builder(
       name, data_dir=data_cfg.data_dir or None, config=data_cfg.config or None
   )

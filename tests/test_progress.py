@@ -61,7 +61,10 @@ def test_call_from_python_shows_progress_and_writes_curves(tiny_config, tmp_path
   path = os.path.join(workdir, 'curves.png')
   img = np.asarray(Image.open(path).convert('RGB'))
   assert img.shape == (3 * curves.PANEL_HEIGHT, curves.WIDTH, 3)
-  _assert_panels_drawn(img, 3)
+  _assert_panels_drawn(img, 2)  # Loss and learning rate over the two steps.
+  # One evaluation (step 2): the validation panel marks it as the best step.
+  panel = img[2 * curves.PANEL_HEIGHT:]
+  assert (np.abs(panel.astype(int) - curves.BEST_COLOUR).sum(-1) == 0).sum() > 50
 
 
 def test_redirected_run_logs_progress_with_eta(synthetic_data_dir, tmp_path):
