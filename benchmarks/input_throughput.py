@@ -12,7 +12,9 @@ under data_dir), with the dataset's own config (HR size, r, batch):
 Iterates `input_pipeline.train_iterator` exactly as the train loop does (same
 threads, prefetch, augmentation) and times the batches after a warm-up; the
 first batch (builder preparation, thread start) is reported apart. The pipeline
-is not the bottleneck when its images/s exceeds the train step's. Prints one
+is not the bottleneck when its images/s exceeds the train step's. CPU seconds
+per image (all threads) do not depend on other load on a shared machine: they
+give the cores a target rate needs. Prints one
 `RESULT {json}` line at the end.
 """
 
@@ -99,12 +101,14 @@ def run(args) -> dict:
   for _ in range(args.warmup):
     batch = next(it)
   times = []
+  cpu_start = time.process_time()
   t_start = time.perf_counter()
   for _ in range(args.batches):
     t0 = time.perf_counter()
     batch = next(it)
     times.append(time.perf_counter() - t0)
   total_s = time.perf_counter() - t_start
+  cpu_s = time.process_time() - cpu_start  # All threads: independent of other load.
   b = config.batch_size
   shapes = {k: list(v.shape) for k, v in batch.items()}
   return {
@@ -116,6 +120,8 @@ def run(args) -> dict:
       'prefetch': int(config.data.prefetch), 'batches': args.batches, 'warmup': args.warmup,
       'prepare_s': prepare_s, 'first_batch_s': first_s,
       'images_per_s': args.batches * b / total_s,
+      'cpu_s_per_image': cpu_s / (args.batches * b),
+      'load_1min': os.getloadavg()[0],
       'median_batch_s': statistics.median(times), 'max_batch_s': max(times),
       'shapes': shapes, 'cpu_count': os.cpu_count(),
   }
@@ -169,6 +175,8 @@ def main(argv=None):
   print(f'  {r["images_per_s"]:.1f} images/s over {r["batches"]} batches '
         f'(median {r["median_batch_s"] * 1e3:.1f} ms, max {r["max_batch_s"] * 1e3:.1f} ms '
         f'per batch)')
+  print(f'  {r["cpu_s_per_image"] * 1e3:.1f} ms of CPU per image (all threads): '
+        f'{50 * r["cpu_s_per_image"]:.1f} cores for 50 images/s; 1-min load {r["load_1min"]:.2f}')
   print('RESULT ' + json.dumps(r), flush=True)
   return 0
 

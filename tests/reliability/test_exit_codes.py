@@ -5,8 +5,7 @@ import types
 
 import pytest
 
-import main
-from ds2f_jax import errors, reporting
+from ds2f_jax import errors, main, reporting
 
 
 @pytest.mark.parametrize('error, code, line', [
