@@ -16,7 +16,7 @@ NAMED = {
 
 
 def _builder_cls(name):
-  return importlib.import_module(f'datasets.{name}').Builder
+  return importlib.import_module(f'ds2f_jax.datasets.{name}').Builder
 
 
 @pytest.mark.parametrize('name', NAMES)

@@ -10,7 +10,7 @@ NAMES = ('drive', 'chase_db1', 'hrf', 'stare', 'refuge', 'idrid')
 @pytest.mark.parametrize('name', NAMES)
 def test_config_matches_its_builder(name):
   config = importlib.import_module(f'configs.{name}').get_config()
-  builder_cls = importlib.import_module(f'datasets.{config.data.name}').Builder
+  builder_cls = importlib.import_module(f'ds2f_jax.datasets.{config.data.name}').Builder
   assert config.data.name == name
   if config.data.config:
     assert config.data.config in [c.name for c in builder_cls.BUILDER_CONFIGS]
@@ -25,7 +25,7 @@ def test_config_matches_its_builder(name):
 
 @pytest.mark.parametrize('name', NAMES)
 def test_builder_metadata_comes_from_readme_and_bib(name, tmp_path):
-  builder = importlib.import_module(f'datasets.{name}').Builder(
+  builder = importlib.import_module(f'ds2f_jax.datasets.{name}').Builder(
       data_dir=str(tmp_path))
   assert builder.info.citation.startswith('@article{')
   first_word = {'drive': 'DRIVE', 'chase_db1': 'CHASE_DB1', 'hrf': 'HRF',
