@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ds2f_jax import augment
+from ds2f_jax import augment, reporting
 
 # Independent random streams derived from config.seed.
 _SHUFFLE_STREAM = 0
@@ -80,6 +80,7 @@ def prepare(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The builder, prepared as array_record (built now if it is not yet)."""
   builder = get_builder(data_cfg)
   if not builder.is_prepared():
+    reporting.note(f'Preparing {builder.name} in {builder.data_dir} (once; later runs reuse it).')
     builder.download_and_prepare(
         file_format='array_record',
         download_config=tfds.download.DownloadConfig(

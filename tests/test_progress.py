@@ -155,3 +155,14 @@ def test_ablation_comparison_figure(tmp_path):
   for colour in curves._COLOURS[:2]:
     assert (area == colour).all(axis=1).sum() > 20, colour
   assert curves.write_comparison(str(tmp_path / 'x.png'), {'a': str(tmp_path / 'none')}) is None
+
+
+def test_prepare_from_python_says_so(tmp_path, capfd):
+  from configs import synthetic
+  from ds2f_jax import input_pipeline
+  cfg = synthetic.get_config('tiny')
+  cfg.data.data_dir = str(tmp_path / 'tfds')
+  input_pipeline.prepare(cfg.data)
+  assert f'Preparing synthetic_fundus in {tmp_path / "tfds"}' in capfd.readouterr().err
+  input_pipeline.prepare(cfg.data)  # Prepared: nothing to say.
+  assert 'Preparing' not in capfd.readouterr().err
