@@ -4,15 +4,16 @@ The official code augments with albumentations 1.x, whose ops are thin wrappers
 around OpenCV on uint8 images, and builds the LR/HR pair with `cv2.resize`
 (method spec §4.7, decisions 9.10-9.11). Two backends do the same work:
 
-- 'opencv' (used when `cv2` imports): the OpenCV calls themselves, 20-40x
-  faster than NumPy; what keeps an accelerator fed at ~1 megapixel per image.
+- 'opencv' (used when `cv2` imports): the OpenCV calls themselves, ~7x
+  faster per example than NumPy at 1 megapixel (benchmarks/RESULTS.md, input
+  pipeline at native sizes): what it takes to keep an accelerator fed.
 - 'numpy': each op reproduces the OpenCV uint8 arithmetic it stands for
   (fixed-point grey and HSV conversions, look-up tables that truncate,
   sub-pixel positions quantised to 1/32 in `warpAffine`...), so that serving
   and minimal installs need no OpenCV. It matches OpenCV bit for bit except
   HSV→RGB (one level on ~7 % of values with OpenCV 4.14, < 1 % with
-  earlier 4.x) and bicubic resizing (<0.01 % of
-  pixels off by one level); tests/test_augment.py runs every check on both.
+  earlier 4.x) and bicubic resizing (< 0.01 % of pixels off by one level);
+  tests/test_augment.py runs every check on both.
 
 `set_backend` switches between them (tests, or to pin the NumPy arithmetic).
 
@@ -194,7 +195,7 @@ def adjust_brightness(image: np.ndarray, factor: float) -> np.ndarray:
   if factor == 1:
     return image
   lut = np.clip(np.arange(256) * factor, 0, 255).astype(np.uint8)
-  return _lut(image, lut)
+  return lookup(image, lut)
 
 
 def lookup(image: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -205,8 +206,6 @@ def lookup(image: np.ndarray, table: np.ndarray) -> np.ndarray:
   return np.take(table, image)
 
 
-_lut = lookup
-
 
 def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
   """Blend with the mean grey level: x·f + mean·(1 − f), truncated."""
@@ -216,7 +215,7 @@ def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
   if factor == 0:
     return np.full_like(image, int(mean + 0.5))
   lut = np.arange(256) * factor + mean * (1 - factor)
-  return _lut(image, np.clip(lut, 0, 255).astype(np.uint8))
+  return lookup(image, np.clip(lut, 0, 255).astype(np.uint8))
 
 
 def adjust_saturation(image: np.ndarray, factor: float) -> np.ndarray:
