@@ -24,7 +24,7 @@ def get_config():
   c.grad_accum_steps = 1  # > 1 wraps the optimiser in optax.MultiSteps.
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = 'synthetic_fundus'  # A TFDS builder under datasets/.
+  c.data.name = 'synthetic_fundus'  # A TFDS builder under ds2f_jax/datasets/.
   c.data.config = ''  # TFDS builder config name ('' = the builder's default).
   c.data.data_dir = ''  # Where prepared datasets live ('' = ~/tensorflow_datasets).
   c.data.manual_dir = ''  # Where manually downloaded archives are.
@@ -34,7 +34,7 @@ def get_config():
   c.data.val_fraction = 0.2  # Size of that carved hold-out (official: 20 %, fixed seed).
   c.data.augment = True  # The official recipe (colour jitter, flips, shift-rotate).
   c.data.crop_size = ()  # (h, w) random HR crops for patch training; () = whole image.
-  c.data.num_workers = 2  # Threads reading and augmenting examples.
+  c.data.num_workers = 0  # Threads reading and augmenting examples; 0 = one per CPU core.
   c.data.prefetch = 4  # Batches prepared ahead of the step.
 
   c.model = ml_collections.ConfigDict()

@@ -26,7 +26,7 @@ import numpy as np
 from absl import flags, logging
 
 from configs import ablations
-from ds2f_jax import cli, evaluate, flops, imaging, inference, train
+from ds2f_jax import cli, curves, evaluate, flops, imaging, inference, train
 
 # Settings that say where data is read from and how fast, not what is trained or
 # scored: a run may be resumed or reused when only these differ.
@@ -267,6 +267,8 @@ def run(config, workdir: str, variants=ablations.DEFAULT_VARIANTS, seeds: int = 
                                   'images_per_s': record['images_per_s']}
       entry['summary'] = summarize(list(entry['runs'].values()))
       _write(workdir, result)
+      curves.write_comparison(os.path.join(workdir, 'curves.png'), {
+          f'{n} seed {s}': run_dir(workdir, n, s) for n in variants for s in seed_list})
   logging.info('Wrote %s and %s.', os.path.join(workdir, 'ablation.md'),
                os.path.join(workdir, 'ablation.json'))
   return result

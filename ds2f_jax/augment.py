@@ -2,12 +2,20 @@
 
 The official code augments with albumentations 1.x, whose ops are thin wrappers
 around OpenCV on uint8 images, and builds the LR/HR pair with `cv2.resize`
-(method spec §4.7, decisions 9.10-9.11). OpenCV is not a dependency here, so
-each op reproduces the OpenCV uint8 arithmetic it stands for: fixed-point
-grey and HSV conversions, look-up tables that truncate, sub-pixel positions
-quantised to 1/32 in `warpAffine`, and so on. Where OpenCV's exact rounding is
-cheap to follow we follow it, so results match OpenCV bit for bit on almost
-every pixel (the tests compare against cv2 when it is installed).
+(method spec §4.7, decisions 9.10-9.11). Two backends do the same work:
+
+- 'opencv' (used when `cv2` imports): the OpenCV calls themselves, ~7x
+  faster per example than NumPy at 1 megapixel (benchmarks/RESULTS.md, input
+  pipeline at native sizes): what it takes to keep an accelerator fed.
+- 'numpy': each op reproduces the OpenCV uint8 arithmetic it stands for
+  (fixed-point grey and HSV conversions, look-up tables that truncate,
+  sub-pixel positions quantised to 1/32 in `warpAffine`...), so that serving
+  and minimal installs need no OpenCV. It matches OpenCV bit for bit except
+  HSV→RGB (one level on ~7 % of values with OpenCV 4.14, < 1 % with
+  earlier 4.x) and bicubic resizing (< 0.01 % of pixels off by one level);
+  tests/test_augment.py runs every check on both.
+
+`set_backend` switches between them (tests, or to pin the NumPy arithmetic).
 
 Label maps (class ids, field of view) only ever go through flips and
 nearest-neighbour sampling, so they keep their value set.
@@ -20,6 +28,36 @@ import dataclasses
 import math
 
 import numpy as np
+
+try:
+  import cv2
+except ImportError:  # Serving-only installs: the NumPy arithmetic below.
+  cv2 = None
+
+BACKENDS = ('opencv', 'numpy')
+_backend = 'opencv' if cv2 is not None else 'numpy'
+
+
+def backend() -> str:
+  """The backend in use: 'opencv' when cv2 imports, else 'numpy'."""
+  return _backend
+
+
+def set_backend(name: str) -> str:
+  """Selects 'opencv' or 'numpy' for every op below; returns the previous."""
+  global _backend
+  if name not in BACKENDS:
+    raise ValueError(f'augment backend must be one of {BACKENDS}, got {name!r}.')
+  if name == 'opencv' and cv2 is None:
+    raise ValueError('augment backend opencv: cv2 is not importable'
+                     ' (pip install opencv-python-headless).')
+  previous, _backend = _backend, name
+  return previous
+
+
+def _cv() -> bool:
+  return _backend == 'opencv'
+
 
 # albumentations 1.x recipe of the official vessel script (spec §4.7 step 2).
 COLOR_JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
@@ -116,15 +154,22 @@ def apply_params(
   if params.jitter is not None:
     image = color_jitter(image, params.jitter)
   if params.hflip:
-    image, maps = image[:, ::-1], tuple(m[:, ::-1] for m in maps)
+    image, maps = _flip(image, 1), tuple(_flip(m, 1) for m in maps)
   if params.vflip:
-    image, maps = image[::-1], tuple(m[::-1] for m in maps)
+    image, maps = _flip(image, 0), tuple(_flip(m, 0) for m in maps)
   if params.shift_rotate is not None:
     image, maps = shift_rotate(image, maps, *params.shift_rotate)
   return (
       np.ascontiguousarray(image),
       tuple(np.ascontiguousarray(m) for m in maps),
   )
+
+
+def _flip(x: np.ndarray, axis: int) -> np.ndarray:
+  # cv2.flip copies in one pass; NumPy's reversed view is copied at the end.
+  if _cv() and x.flags['C_CONTIGUOUS'] and x.dtype.type in _CV_WARP_DTYPES:
+    return cv2.flip(x, 1 if axis == 1 else 0).reshape(x.shape)
+  return x[:, ::-1] if axis == 1 else x[::-1]
 
 
 # ----------------------------------------------------------------------------
@@ -150,7 +195,16 @@ def adjust_brightness(image: np.ndarray, factor: float) -> np.ndarray:
   if factor == 1:
     return image
   lut = np.clip(np.arange(256) * factor, 0, 255).astype(np.uint8)
-  return np.take(lut, image)
+  return lookup(image, lut)
+
+
+def lookup(image: np.ndarray, table: np.ndarray) -> np.ndarray:
+  """table[image] for a uint8 image and a 256-entry table of any dtype."""
+  if _cv() and table.dtype.type in _CV_WARP_DTYPES and image.ndim <= 3 and (
+      image.ndim < 3 or image.shape[2] <= 4):
+    return cv2.LUT(np.ascontiguousarray(image), table).reshape(image.shape)
+  return np.take(table, image)
+
 
 
 def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
@@ -161,7 +215,7 @@ def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
   if factor == 0:
     return np.full_like(image, int(mean + 0.5))
   lut = np.arange(256) * factor + mean * (1 - factor)
-  return np.take(np.clip(lut, 0, 255).astype(np.uint8), image)
+  return lookup(image, np.clip(lut, 0, 255).astype(np.uint8))
 
 
 def adjust_saturation(image: np.ndarray, factor: float) -> np.ndarray:
@@ -175,6 +229,9 @@ def adjust_saturation(image: np.ndarray, factor: float) -> np.ndarray:
   gray = rgb_to_gray(image)[..., None]
   if factor == 0:
     return np.repeat(gray, 3, axis=-1)
+  if _cv():
+    grey3 = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+    return cv2.addWeighted(image, factor, grey3, 1 - factor, 0)
   alpha = np.float64(np.float32(factor))
   beta = np.float32(1 - factor)
   grey_part = (gray.astype(np.float32) * beta).astype(np.float64)
@@ -188,12 +245,18 @@ def adjust_hue(image: np.ndarray, factor: float) -> np.ndarray:
     return image
   hsv = rgb_to_hsv(image)
   lut = np.mod(np.arange(256) + 180 * factor, 180).astype(np.uint8)
-  hsv[..., 0] = np.take(lut, hsv[..., 0])
+  if _cv():  # One pass: a 3-channel table, identity on S and V.
+    same = np.arange(256, dtype=np.uint8)
+    hsv = cv2.LUT(hsv, np.stack([lut, same, same], axis=-1)[:, None])
+  else:
+    hsv[..., 0] = np.take(lut, hsv[..., 0])
   return hsv_to_rgb(hsv)
 
 
 def rgb_to_gray(image: np.ndarray) -> np.ndarray:
   """`cv2.COLOR_RGB2GRAY` on uint8: 15-bit fixed-point BT.601 luma."""
+  if _cv():
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
   x = image.astype(np.int32)
   y = x[..., 0] * 9798 + x[..., 1] * 19235 + x[..., 2] * 3735
   return ((y + (1 << 14)) >> 15).astype(np.uint8)
@@ -213,6 +276,8 @@ _HDIV = _division_table((180 << 12) / 6)  # Hue: 30·delta / diff per sector.
 
 def rgb_to_hsv(image: np.ndarray) -> np.ndarray:
   """`cv2.COLOR_RGB2HSV` on uint8: H in 0..179, S and V in 0..255."""
+  if _cv():
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV)
   # Planar copies: contiguous channels make every step below a fast loop.
   r, g, b = np.ascontiguousarray(
       image.reshape(-1, 3).T, dtype=np.int32
@@ -243,9 +308,11 @@ def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
   """`cv2.COLOR_HSV2RGB` on uint8: float32 inside, truncated.
 
   OpenCV's vectorised uint8 path (every image wider than a few pixels)
-  truncates rather than rounds; this matches it on >99 % of values and is
-  never off by more than one level.
+  truncates rather than rounds; this matches it on >99 % of values (~93 %
+  with OpenCV 4.14) and is never off by more than one level.
   """
+  if _cv():
+    return cv2.cvtColor(np.ascontiguousarray(hsv), cv2.COLOR_HSV2RGB)
   x = hsv.reshape(-1, 3).astype(np.float32)
   h = x[:, 0] * np.float32(6.0 / 180.0)
   s = x[:, 1] * np.float32(1.0 / 255.0)
@@ -304,9 +371,11 @@ def shift_rotate(
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
   """Bilinear for the image, nearest for the maps, both reflect-101."""
   height, width = image.shape[:2]
-  sx, sy = _source_positions(
-      rotation_matrix(height, width, angle, dx, dy), height, width
-  )
+  matrix = rotation_matrix(height, width, angle, dx, dy)
+  if _cv():
+    return (_cv_warp(image, matrix, 'bilinear'),
+            tuple(warp_affine(m, matrix, 'nearest') for m in maps))
+  sx, sy = _source_positions(matrix, height, width)
   image = _sample_bilinear(image, sx, sy)
   if not maps:
     return image, ()
@@ -414,10 +483,33 @@ def warp_affine(
         f'warp_affine: interpolation must be bilinear or nearest, got'
         f' {interpolation!r}.'
     )
+  if _cv() and _cv_warps(x, interpolation):
+    return _cv_warp(x, matrix, interpolation)
   sx, sy = _source_positions(matrix, *x.shape[:2])
   if interpolation == 'nearest':
     return _sample_nearest(x, sx, sy)
   return _sample_bilinear(x, sx, sy)
+
+
+# cv2.remap's element types; 2-D, or up to 4 channels.
+_CV_WARP_DTYPES = (np.uint8, np.uint16, np.int16, np.float32, np.float64)
+
+
+def _cv_warps(x: np.ndarray, interpolation: str) -> bool:
+  if interpolation == 'bilinear':
+    return True  # uint8 only, checked in _cv_warp as in _sample_bilinear.
+  return (x.dtype.type in _CV_WARP_DTYPES
+          and (x.ndim == 2 or (x.ndim == 3 and x.shape[2] <= 4)))
+
+
+def _cv_warp(x: np.ndarray, matrix: np.ndarray, interpolation: str):
+  if interpolation == 'bilinear' and x.dtype != np.uint8:
+    raise ValueError(f'warp_affine: bilinear expects uint8, got {x.dtype}.')
+  height, width = x.shape[:2]
+  flags = cv2.INTER_LINEAR if interpolation == 'bilinear' else cv2.INTER_NEAREST
+  out = cv2.warpAffine(np.ascontiguousarray(x), matrix, (width, height),
+                       flags=flags, borderMode=cv2.BORDER_REFLECT_101)
+  return out.reshape(x.shape)  # cv2 drops a trailing channel axis of 1.
 
 
 # ----------------------------------------------------------------------------
@@ -442,6 +534,11 @@ def resize_bicubic(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   height, width = x.shape[:2]
   if (height, width) == (out_h, out_w):
     return x.copy() if x.dtype == np.uint8 else x.astype(np.float32)
+  if _cv() and (x.ndim == 2 or x.shape[2] <= 512):
+    src = x if x.dtype == np.uint8 else x.astype(np.float32)
+    out = cv2.resize(np.ascontiguousarray(src), (out_w, out_h),
+                     interpolation=cv2.INTER_CUBIC)
+    return out.reshape((out_h, out_w) + x.shape[2:])
   y = x[..., None] if x.ndim == 2 else x
   # Work on (C, rows, cols) float32 and resample axis 1, transposing between
   # the two passes; the axis that shrinks more goes first.

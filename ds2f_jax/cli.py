@@ -147,7 +147,20 @@ def run(argv, fn, *args) -> None:
 
 def start(main) -> None:
   """app.run(main) with this module's flag parsing."""
+  _config_imports(sys.argv)
   app.run(main, flags_parser=parse_flags)
+
+
+def _config_imports(argv) -> None:
+  """Config files import their siblings as the `configs` package
+  (configs/synthetic.py: `from configs import default`). `python main.py` in a
+  checkout has the checkout on sys.path; the installed `ds2f` command appends
+  the folder above the --config file's folder instead."""
+  path = _config_arg(argv)
+  if path:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(path.split(':')[0])))
+    if root not in sys.path:
+      sys.path.append(root)
 
 
 # ---------------------------------------------------------------------------

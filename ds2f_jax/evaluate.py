@@ -31,7 +31,7 @@ import numpy as np
 from absl import logging
 
 from ds2f_jax import auc, confusion, imaging, inference, input_pipeline, metrics
-from ds2f_jax import sr_quality, visualize
+from ds2f_jax import reporting, sr_quality, visualize
 
 # Images shown per side (worst / best by FOV F1) in best_worst.png.
 GRID_IMAGES_PER_SIDE = 4
@@ -185,12 +185,12 @@ def evaluate(config, workdir: str) -> dict:
   names = inference.class_names(config)
   batch_size = int(config.eval.batch_size or config.batch_size)
   load = _loader(config, source, split, with_sr)
-  options = grain.ReadOptions(num_threads=max(int(config.data.num_workers), 1),
+  options = grain.ReadOptions(num_threads=input_pipeline.num_workers(config),
                               prefetch_buffer_size=max(int(config.data.prefetch), 1))
   examples = grain.MapDataset.range(count).map(load).to_iter_dataset(options)
 
   protocols = Protocols(names)
-  progress = inference.Progress(count, f'eval {split}')
+  progress = reporting.Progress(count, desc=f'eval {split}', unit='image')
   for chunk in inference.chunks(examples, batch_size):
     lr = inference.stack_padded([e['lr'] for e in chunk], batch_size)
     probs, sr = inference.predict_probs(restored.model, restored.variables, lr, with_sr=with_sr)
@@ -204,7 +204,7 @@ def evaluate(config, workdir: str) -> dict:
       info = {'index': e['index'], 'file_name': e['name'], 'height': e['mask'].shape[0],
               'width': e['mask'].shape[1]}
       protocols.add(info, s, None if sr_scores is None else (sr_scores[0][j], sr_scores[1][j]))
-    progress.update(len(chunk))
+    progress.advance(len(chunk))
   progress.close()
 
   rows = protocols.rows

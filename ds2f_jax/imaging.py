@@ -72,12 +72,25 @@ def input_size(config) -> tuple[int, int]:
 
 
 def normalise(image: np.ndarray) -> np.ndarray:
-  """uint8 -> float32 x / 255 * 2 - 1 in [-1, 1] (mean 0.5, std 0.5)."""
+  """uint8 -> float32 x / 255 * 2 - 1 in [-1, 1] (mean 0.5, std 0.5).
+
+  uint8 images go through one table look-up (`augment.lookup`, OpenCV's LUT
+  where installed): the same values as the arithmetic, in one pass.
+  """
+  if image.dtype == np.uint8:
+    return augment.lookup(image, _NORMALISED)
+  return _normalise(image)
+
+
+def _normalise(image: np.ndarray) -> np.ndarray:
   out = image.astype(np.float32)
   out /= 255
   out *= 2
   out -= 1
   return out
+
+
+_NORMALISED = _normalise(np.arange(256, dtype=np.uint8))
 
 
 def bicubic_normalised(image: np.ndarray, size: Sequence[int]) -> np.ndarray:

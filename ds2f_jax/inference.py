@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
-import sys
-import time
 from typing import Any, NamedTuple
 
 import jax
@@ -243,35 +240,3 @@ def stack_padded(arrays, batch_size: int) -> np.ndarray:
   batch = np.zeros((batch_size,) + arrays[0].shape, arrays[0].dtype)
   batch[:len(arrays)] = np.stack(arrays)
   return batch
-
-
-class Progress:
-  """Images done with images/s: a tqdm bar on a terminal, a log line every ~10 % otherwise."""
-
-  def __init__(self, total: int, desc: str):
-    self.total, self.desc, self.done = total, desc, 0
-    self._t0 = time.time()
-    self._next_log = 0
-    self._bar = None
-    if jax.process_index() == 0 and sys.stderr.isatty():
-      try:
-        import tqdm
-        self._bar = tqdm.tqdm(total=total, desc=desc, unit='img', dynamic_ncols=True)
-      except ImportError:
-        pass
-
-  def update(self, n: int = 1) -> None:
-    self.done += n
-    if self._bar is not None:
-      self._bar.update(n)
-      return
-    if self.done >= self._next_log or self.done == self.total:
-      rate = self.done / max(time.time() - self._t0, 1e-9)
-      eta = (self.total - self.done) / rate if rate > 0 else math.nan
-      logging.info('%s: %d/%d images, %.2f images/s, ETA %.0f s', self.desc, self.done,
-                   self.total, rate, eta)
-      self._next_log = self.done + max(self.total // 10, 1)
-
-  def close(self) -> None:
-    if self._bar is not None:
-      self._bar.close()

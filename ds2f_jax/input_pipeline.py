@@ -1,6 +1,6 @@
 """TFDS data source → DS2F HR/LR pairs → grain batches, without TensorFlow.
 
-Datasets are TFDS builders under `datasets/<name>/`, prepared as array_record
+Datasets are TFDS builders under `ds2f_jax/datasets/<name>/`, prepared as array_record
 files and read by random access (`builder.as_data_source`). Training batches
 form a grain `MapDataset` indexed by the global step: batch `k` is a pure
 function of (config, k), so resuming at step `k` needs no iterator state.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 import importlib
+import os
 import pathlib
 from typing import Any
 
@@ -28,7 +29,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ds2f_jax import augment, imaging
+from ds2f_jax import augment, imaging, reporting
 
 # Independent random streams derived from config.seed.
 _SHUFFLE_STREAM = 0
@@ -39,12 +40,17 @@ _AUGMENT_STREAM = 1
 # Builders.
 
 
+# The builders' package: inside ds2f_jax, so that installing the project adds no
+# top-level `datasets` package (Hugging Face's has that name).
+_DATASETS = 'ds2f_jax.datasets'
+
+
 def _datasets_dir() -> pathlib.Path:
-  return pathlib.Path(importlib.import_module('datasets').__file__).parent
+  return pathlib.Path(importlib.import_module(_DATASETS).__file__).parent
 
 
 def available_datasets() -> list[str]:
-  """Names of the dataset folders (TFDS builders) under datasets/."""
+  """Names of the dataset folders (TFDS builders) under ds2f_jax/datasets/."""
   root = _datasets_dir()
   return sorted(
       p.name
@@ -56,7 +62,7 @@ def available_datasets() -> list[str]:
 def get_builder(
     data_cfg: ml_collections.ConfigDict,
 ) -> tfds.core.DatasetBuilder:
-  """The TFDS builder of `data.name`, imported from datasets/ to register."""
+  """The TFDS builder of `data.name`, imported from ds2f_jax/datasets/ to register."""
   name = data_cfg.name
   names = available_datasets()
   if name not in names:
@@ -64,7 +70,7 @@ def get_builder(
         f'data.name {name!r} is not a dataset under {_datasets_dir()};'
         f' available: {", ".join(names)}.'
     )
-  importlib.import_module(f'datasets.{name}')
+  importlib.import_module(f'{_DATASETS}.{name}')
   return tfds.builder(
       name, data_dir=data_cfg.data_dir or None, config=data_cfg.config or None
   )
@@ -74,6 +80,7 @@ def prepare(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The builder, prepared as array_record (built now if it is not yet)."""
   builder = get_builder(data_cfg)
   if not builder.is_prepared():
+    reporting.note(f'Preparing {builder.name} in {builder.data_dir} (once; later runs reuse it).')
     builder.download_and_prepare(
         file_format='array_record',
         download_config=tfds.download.DownloadConfig(
@@ -383,6 +390,27 @@ def train_dataset(
   return ds.slice(slice(process_index, None, process_count))
 
 
+def num_workers(config: ml_collections.ConfigDict) -> int:
+  """`data.num_workers` reader threads; 0 means one per host CPU core.
+
+  Threads, not processes: the per-example work (PNG decode, OpenCV
+  augmentation and resizing) runs outside the GIL, so threads scale with the
+  cores without copying every batch between processes.
+  """
+  n = int(config.data.num_workers)
+  if n < 0:
+    raise ValueError(f'data.num_workers must be >= 0 (0 = one per CPU core), got {n}.')
+  return n or os.cpu_count() or 1
+
+
+def read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
+  """grain's reader threads and prefetch, from `data.num_workers` / `prefetch`."""
+  return grain.ReadOptions(
+      num_threads=num_workers(config),
+      prefetch_buffer_size=int(config.data.prefetch),
+  )
+
+
 def train_iterator(
     config: ml_collections.ConfigDict,
     start_step: int,
@@ -395,11 +423,7 @@ def train_iterator(
       config, process_index=process_index, process_count=process_count
   )
   ds = ds.slice(slice(int(start_step), None))
-  options = grain.ReadOptions(
-      num_threads=int(config.data.num_workers),
-      prefetch_buffer_size=int(config.data.prefetch),
-  )
-  return iter(ds.to_iter_dataset(options))
+  return iter(ds.to_iter_dataset(read_options(config)))
 
 
 # ----------------------------------------------------------------------------
@@ -454,8 +478,4 @@ def eval_batches(
 
   ds = grain.MapDataset.range(padded).map(load).batch(local)
   ds = ds.slice(slice(process_index, None, process_count))
-  options = grain.ReadOptions(
-      num_threads=int(config.data.num_workers),
-      prefetch_buffer_size=int(config.data.prefetch),
-  )
-  return iter(ds.to_iter_dataset(options))
+  return iter(ds.to_iter_dataset(read_options(config)))

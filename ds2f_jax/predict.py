@@ -36,7 +36,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from ds2f_jax import imaging, inference, visualize
+from ds2f_jax import imaging, inference, reporting, visualize
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.gif', '.ppm', '.pgm', '.pnm',
                     '.bmp')
@@ -201,7 +201,7 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
     failed[os.path.basename(path)] = reason
     logging.error('%s', reason)
 
-  progress = inference.Progress(len(files), 'predict')
+  progress = reporting.Progress(len(files), desc='predict', unit='image')
 
   def readable(paths):
     for path in paths:
@@ -209,7 +209,7 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
         image = read_rgb(path)
       except ValueError as e:
         fail(path, f'{e}; skipped')
-        progress.update(1)
+        progress.advance(1)
         continue
       yield path, image
 
@@ -244,7 +244,7 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
       visualize.save_png(os.path.join(output_dir, out['overlay']),
                          visualize.overlay(image, pred, gt))
       written.append(path)
-    progress.update(len(chunk))
+    progress.advance(len(chunk))
   progress.close()
   logging.info('Wrote predictions for %d of %d images to %s.', len(written), len(files),
                output_dir)

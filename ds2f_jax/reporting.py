@@ -6,11 +6,13 @@ Only process 0 writes. TensorBoard files come from tensorboardX (no TensorFlow).
 import json
 import math
 import os
+import sys
 import time
 
+from absl import flags
+from absl import logging
 import jax
 import numpy as np
-from absl import logging
 
 
 class QuietLibraries(logging.logging.Filter):
@@ -77,42 +79,91 @@ class MetricWriter:
       self._tb.close()
 
 
-class Progress:
-  """Step counter with images/s and ETA: a tqdm bar on a terminal, log lines otherwise."""
+def in_notebook() -> bool:
+  """True inside a Jupyter / Colab kernel (whose shell has a kernel)."""
+  ipython = sys.modules.get('IPython')
+  if ipython is None:
+    return False
+  shell = ipython.get_ipython()
+  return shell is not None and getattr(shell, 'kernel', None) is not None
 
-  def __init__(self, start_step: int, total_steps: int, batch_size: int):
-    self.total, self.batch_size = total_steps, batch_size
+
+def note(message: str) -> None:
+  """One progress line the user sees however the library was called.
+
+  Under `app.run` (main.py, the `ds2f` command) absl's INFO log is shown, so
+  the line goes there (and into its log files). Called from Python or a
+  notebook, absl INFO is not shown: the line is printed to stderr instead.
+  """
+  if flags.FLAGS.is_parsed() and logging.level_info():
+    logging.info('%s', message)
+  else:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Progress:
+  """Steps or images done, with their rate and an ETA, wherever the run is watched.
+
+  A tqdm bar on a terminal, a notebook bar (tqdm.auto) in Jupyter / Colab, and
+  otherwise (output redirected, or a script's stderr) a `note` line: for
+  train steps at each `update` that carries scalars (every log_every_steps),
+  for images every ~10 % of the total. Only process 0 shows anything.
+  """
+
+  def __init__(self, total: int, *, initial: int = 0, desc: str = 'train',
+               unit: str = 'step'):
+    self.total, self.done, self.desc, self.unit = total, initial, desc, unit
     self.enabled = jax.process_index() == 0
     self._bar = None
-    self._t0, self._s0 = None, start_step
-    if self.enabled:
-      try:
-        import tqdm
-        self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
-                              dynamic_ncols=True, disable=None, smoothing=0.1)
-      except ImportError:
-        pass
+    # Train steps: the rate runs from the end of the first (compiling) step.
+    self._t0 = None if unit == 'step' else time.time()
+    self._s0 = initial
+    self._next_line = initial + max(total // 10, 1)
+    if not self.enabled:
+      return
+    try:
+      if in_notebook():
+        from tqdm import auto as tqdm_module
+      elif sys.stderr.isatty():
+        import tqdm as tqdm_module
+      else:
+        tqdm_module = None
+    except ImportError:
+      tqdm_module = None
+    if tqdm_module is not None:
+      self._bar = tqdm_module.tqdm(total=total, initial=initial, desc=desc, unit=unit,
+                                   dynamic_ncols=True, smoothing=0.1)
 
-  def update(self, step: int, scalars: dict | None = None) -> None:
-    """Called after each step; `scalars` (at log steps) go into the postfix / log line."""
+  def advance(self, n: int = 1) -> None:
+    """`n` more done (images of an eval or predict run)."""
+    self.update(self.done + n)
+
+  def update(self, done: int, scalars: dict | None = None) -> None:
+    """`done` of `total` now; `scalars` (at log steps) go into the postfix / line."""
     if not self.enabled:
       return
     now = time.time()
-    if self._t0 is None:  # Time from the end of the first (compiling) step.
-      self._t0, self._s0 = now, step
-    if self._bar is not None and not self._bar.disable:
-      self._bar.update(step - self._bar.n)
+    if self._t0 is None:
+      self._t0, self._s0 = now, done
+    self.done = done
+    if self._bar is not None:
+      self._bar.update(done - self._bar.n)
       if scalars:
         self._bar.set_postfix({k: f'{v:.4g}' for k, v in scalars.items()}, refresh=False)
-    elif scalars:
-      rate = (step - self._s0) / max(now - self._t0, 1e-9)
-      eta = (self.total - step) / rate if rate > 0 else float('nan')
-      parts = ' '.join(f'{k}={v:.4g}' for k, v in scalars.items())
-      logging.info('step %d/%d %s | ETA %s', step, self.total, parts, _hms(eta))
+      return
+    if not scalars and (self.unit == 'step' or done < self._next_line and done != self.total):
+      return  # Train steps: a line at each log step (the ones with scalars).
+    self._next_line = done + max(self.total // 10, 1)
+    rate = (done - self._s0) / max(now - self._t0, 1e-9)
+    eta = (self.total - done) / rate if rate > 0 else float('nan')
+    parts = ''.join(f' {k}={v:.4g}' for k, v in (scalars or {}).items())
+    speed = f' | {rate:.3g} {self.unit}/s' if rate > 0 else ''
+    note(f'{self.desc}: {done}/{self.total} {self.unit}s{parts}{speed} | ETA {_hms(eta)}')
 
   def close(self) -> None:
     if self._bar is not None:
       self._bar.close()
+      self._bar = None
 
 
 def _hms(seconds: float) -> str:

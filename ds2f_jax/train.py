@@ -19,8 +19,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from ds2f_jax import checkpointing, confusion, distributed, losses, reporting, sharding
-from ds2f_jax import errors, fault_points, imaging, nonfinite, preemption, workdir_lock
+from ds2f_jax import checkpointing, confusion, curves, distributed, errors, fault_points, imaging
+from ds2f_jax import losses, nonfinite, preemption, reporting, sharding, workdir_lock
 from ds2f_jax.models import pretrained, registry
 
 
@@ -242,7 +242,7 @@ def _train(config, workdir: str, sigterm: preemption.SigtermWatch) -> dict:
   train_step = make_train_step(config, model, tx, mesh)
   eval_step = make_eval_step(config, model, mesh)
   writer = reporting.MetricWriter(workdir)
-  progress = reporting.Progress(start_step, total, config.batch_size)
+  progress = reporting.Progress(total, initial=start_step, desc='train')
   batches = input_pipeline.train_iterator(
       config, start_step, process_index=jax.process_index(), process_count=jax.process_count())
   monitor = nonfinite.Monitor(
@@ -281,6 +281,7 @@ def _train(config, workdir: str, sigterm: preemption.SigtermWatch) -> dict:
         fault_points.reached('eval', done)
         val = evaluate(config, eval_step, state, mesh, config.data.eval_split)
         writer.write_scalars(done, val)
+        curves.write(workdir)
         visualize.write_validation_images(config, model, state, writer, done)
         logging.info('step %d: %s', done, ' '.join(f'{k}={v:.4f}' for k, v in val.items()))
       if save_now:

@@ -138,6 +138,11 @@ def test_two_variants_one_seed_end_to_end(tiny_config, tmp_path, monkeypatch):
     assert result['variants'][name]['runs']['0']['images_per_s'] == float(np.median(speeds))
     with open(os.path.join(directory, 'eval', 'test', 'per_image.csv')) as f:
       assert all(r['height'] == r['width'] == '256' for r in csv.DictReader(f))
+  # One figure compares the variants' validation curves (Dice and IoU panels).
+  from PIL import Image
+  from ds2f_jax import curves
+  with Image.open(os.path.join(workdir, 'curves.png')) as figure:
+    assert figure.size == (curves.WIDTH, 2 * curves.PANEL_HEIGHT)
   # seg_only trained on CE alone; ds2f on all four terms.
   seg_rows = [r for r in _jsonl(os.path.join(workdir, 'seg_only', '0', 'metrics.jsonl'))
               if 'loss' in r]

@@ -1,4 +1,8 @@
-"""Augmentation and resampling: exact rules, float64 references, and cv2."""
+"""Augmentation and resampling: exact rules, float64 references, and cv2.
+
+Each test runs twice (the `backend` fixture): on the OpenCV backend and on the
+NumPy one, so both are held to the same rules and references.
+"""
 
 import colorsys
 
@@ -13,6 +17,16 @@ except ImportError:
   cv2 = None
 
 needs_cv2 = pytest.mark.skipif(cv2 is None, reason='opencv not installed')
+
+
+@pytest.fixture(autouse=True, params=A.BACKENDS)
+def backend(request):
+  """Every test runs on both backends: OpenCV and the NumPy arithmetic."""
+  if request.param == 'opencv' and cv2 is None:
+    pytest.skip('opencv not installed')
+  previous = A.set_backend(request.param)
+  yield request.param
+  A.set_backend(previous)
 # OpenCV 5 rewrote warpAffine in float (no 1/32-px grid): off by one level on
 # ~10 % of pixels. 4.x, which albumentations 1.x used, must match exactly.
 CV2_EXACT_WARP = cv2 is not None and int(cv2.__version__.split('.')[0]) < 5
@@ -308,7 +322,9 @@ def test_colour_ops_match_cv2():
     hsv[..., 0] = cv2.LUT(hsv[..., 0], lut)
     ref = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
     diff = np.abs(A.adjust_hue(x, f).astype(int) - ref)
-    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    # NumPy's HSV -> RGB truncates; OpenCV 4.14 is one level higher on ~7 %
+    # of values (earlier 4.x on < 1 %).
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.08
 
 
 # ----------------------------------------------------------------------------
@@ -379,3 +395,73 @@ def test_bicubic_matches_cv2(shape, size):
   ref = cv2.resize(img, size[::-1], interpolation=cv2.INTER_CUBIC)
   diff = np.abs(got.astype(int) - ref)
   assert diff.max() <= 1 and (diff > 0).mean() < 1e-4
+
+
+# ----------------------------------------------------------------------------
+# Backends.
+
+
+@needs_cv2
+def test_opencv_backend_calls_opencv(backend, monkeypatch):
+  calls = []
+  for name in ('warpAffine', 'resize', 'cvtColor', 'LUT', 'addWeighted'):
+    fn = getattr(cv2, name)
+    monkeypatch.setattr(
+        cv2, name,
+        lambda *a, _fn=fn, _name=name, **k: calls.append(_name) or _fn(*a, **k))
+  rng = np.random.default_rng(18)
+  img = smooth_image(rng, 24, 30)
+  params = A.AugmentParams(A.Jitter(1.2, 0.8, 1.3, 0.05), True, False,
+                           (20.0, 0.05, 0.0))
+  A.apply_params(img, [img[..., 0]], params)
+  A.resize_bicubic(img, (12, 15))
+  if backend == 'opencv':
+    assert set(calls) == {'warpAffine', 'resize', 'cvtColor', 'LUT',
+                          'addWeighted'}
+  else:
+    assert not calls
+
+
+@needs_cv2
+def test_backends_agree_on_the_whole_recipe():
+  rng = np.random.default_rng(19)
+  img = smooth_image(rng, 96, 112, sigma=1.5)
+  mask = rng.integers(0, 2, (96, 112), dtype=np.uint8)
+  fov = (rng.random((96, 112)) < 0.8).astype(np.uint8)
+  previous = A.backend()
+  try:
+    for seed in range(16):
+      out = {}
+      for name in A.BACKENDS:
+        A.set_backend(name)
+        out[name] = A.augment(img, [mask, fov], np.random.default_rng(seed))
+      (a, (am, af)), (b, (bm, bf)) = out['opencv'], out['numpy']
+      diff = np.abs(a.astype(int) - b)
+      jitter = A.sample_params(np.random.default_rng(seed)).jitter
+      if jitter is None:  # Geometry alone: bit for bit.
+        assert diff.max() == 0, seed
+      else:
+        # HSV -> RGB is the one op that differs (one level, < 8 %); a later
+        # gain (up to 1.4) may make that two, and the bilinear warp spreads
+        # it to neighbours.
+        assert diff.max() <= 2 and diff.mean() < 0.2, seed
+      np.testing.assert_array_equal(am, bm)
+      np.testing.assert_array_equal(af, bf)
+  finally:
+    A.set_backend(previous)
+
+
+def test_set_backend_rejects_unknown_names():
+  with pytest.raises(ValueError, match='opencv'):
+    A.set_backend('pillow')
+
+
+@pytest.mark.parametrize('dtype', [np.uint8, np.float32])
+def test_lookup_is_table_indexing(dtype):
+  rng = np.random.default_rng(20)
+  table = rng.uniform(-1, 1, 256).astype(dtype)
+  for shape in [(7, 9), (7, 9, 1), (7, 9, 3)]:
+    x = rng.integers(0, 256, shape, dtype=np.uint8)
+    got = A.lookup(x, table)
+    assert got.shape == shape and got.dtype == dtype
+    np.testing.assert_array_equal(got, table[x])

@@ -1,7 +1,9 @@
 """Input pipeline on the tiny synthetic_fundus config (80x96, 8/3/5 images)."""
 
+import os
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -297,3 +299,15 @@ def test_validation_is_carved_from_train_when_missing(monkeypatch):
   assert list(input_pipeline.split_source(cfg, 'validation')) == val
   with pytest.raises(ValueError, match="eval.split='dev' is not a split of fake/1.0.0"):
     input_pipeline.split_source(cfg, 'dev', 'eval.split')
+
+
+def test_num_workers_zero_means_one_per_core(monkeypatch):
+  cfg = ml_collections.ConfigDict({'data': {'num_workers': 0, 'prefetch': 3}})
+  monkeypatch.setattr(os, 'cpu_count', lambda: 12)
+  assert ip.num_workers(cfg) == 12
+  assert ip.read_options(cfg).num_threads == 12 and ip.read_options(cfg).prefetch_buffer_size == 3
+  cfg.data.num_workers = 3
+  assert ip.num_workers(cfg) == 3
+  cfg.data.num_workers = -1
+  with pytest.raises(ValueError, match='data.num_workers'):
+    ip.num_workers(cfg)

@@ -1,6 +1,7 @@
 """The Colab notebook runs top to bottom on a CPU with the tiny synthetic config."""
 
 import os
+import re
 
 import pytest
 
@@ -34,6 +35,27 @@ def test_notebook_runs_through(synthetic_data_dir, tmp_path, monkeypatch):
   assert "['export_info.json', 'model.jax_exported', 'params', 'params.msgpack']" in everything
   assert everything.count('pixel agreement') == 2
   images = sum(1 for c in code for o in c.get('outputs', []) if 'image/png' in o.get('data', {}))
-  assert images == 3  # A training example, then two served test images with overlays.
+  # A training example, curves.png, then two served test images with overlays.
+  assert images == 4
   assert (workdir / 'export' / 'export_info.json').is_file()
   assert (workdir / 'checkpoints' / '2').is_dir()
+  assert (workdir / 'curves.png').is_file()
+  # Training progress is shown: a notebook bar (a widget, or tqdm's text on stderr without
+  # ipywidgets), naming the run and its steps.
+  shown = everything + ''.join(str(o.get('data', {})) for c in code for o in c.get('outputs', []))
+  assert re.search(r'train: .*\d/2 ', shown), shown[-3000:]
+
+
+def test_notebook_installs_no_test_packages_and_mounts_drive():
+  nbformat = pytest.importorskip('nbformat')
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  source = '\n'.join(c.source for c in nb.cells if c.cell_type == 'code')
+  first = [c for c in nb.cells if c.cell_type == 'code'][0].source
+  assert "drive.mount('/content/drive')" in first and 'if IN_COLAB' in first
+  assert 'REPO_URL is not set' in first
+  for package in ('ipykernel', 'nbclient', 'nbformat', 'pytest', 'requirements-test'):
+    assert package not in source, package
+  with open(os.path.join(ROOT, 'requirements.txt')) as f:
+    runtime = f.read()
+  for package in ('ipykernel', 'nbclient', 'nbformat', 'pytest'):
+    assert package not in runtime, package

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import common, testing
-from datasets.drive import drive_dataset_builder as drive
-from datasets.drive.dummy_data import make_dummy_data as drive_dummy
+from ds2f_jax.datasets import common, testing
+from ds2f_jax.datasets.drive import drive_dataset_builder as drive
+from ds2f_jax.datasets.drive.dummy_data import make_dummy_data as drive_dummy
 from ds2f_jax import checkpointing, input_pipeline, train
 from tests.reliability import scenario as rel
 from tests.reliability import trainer_harness as th

@@ -5,8 +5,7 @@ import types
 
 import pytest
 
-import main
-from ds2f_jax import cli, errors, reporting
+from ds2f_jax import cli, errors, main, reporting
 
 
 @pytest.mark.parametrize('entry', ['main', 'ablate'])

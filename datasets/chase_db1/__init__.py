@@ -1,3 +1,0 @@
-"""CHASE_DB1 retinal vessel dataset."""
-
-from datasets.chase_db1.chase_db1_dataset_builder import Builder

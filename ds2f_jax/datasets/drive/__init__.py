@@ -1,0 +1,3 @@
+"""DRIVE retinal vessel dataset."""
+
+from ds2f_jax.datasets.drive.drive_dataset_builder import Builder
