@@ -5,6 +5,7 @@
   python main.py --config configs/drive.py --workdir W --mode predict --input IMG_OR_DIR \
       --output OUT_DIR [--mask MASK_OR_DIR]
   python main.py --config configs/drive.py --workdir W --mode export   # -> W/export/
+  python main.py --config configs/default.py --workdir W --mode import --input official.pth
 
 Multi-process jobs (TPU pod slices, SLURM, JAX_COORDINATOR_ADDRESS) start
 jax.distributed before anything else: see ds2f_jax/distributed.py.
@@ -20,8 +21,10 @@ from ds2f_jax import errors
 config_flags.DEFINE_config_file('config', None, 'A configs/*.py file (plus --config.key=value).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Checkpoints, logs and reports go here.')
-flags.DEFINE_enum('mode', 'train', ['train', 'prepare', 'eval', 'predict', 'export'], 'What to do.')
-flags.DEFINE_string('input', None, '--mode predict: an image file or a folder of images.')
+flags.DEFINE_enum('mode', 'train', ['train', 'prepare', 'eval', 'predict', 'export', 'import'],
+                  'What to do.')
+flags.DEFINE_string('input', None, '--mode predict: an image file or a folder of images. '
+                    '--mode import: an official DS2F PyTorch checkpoint (.pth).')
 flags.DEFINE_string('output', None, '--mode predict: folder for the probability maps, masks '
                     'and overlays.')
 flags.DEFINE_string('mask', None, '--mode predict: optional ground truth (a file for a file '
@@ -50,6 +53,10 @@ def _run(mode, config, workdir):
       names = ', '.join(sorted(result['failed']))
       raise ValueError(f'{len(result["failed"])} file(s) could not be used: {names} (the other '
                        f'{len(result["written"])} image(s) were written to {FLAGS.output})')
+    return
+  if mode == 'import':
+    from ds2f_jax import import_official
+    import_official.import_checkpoint(config, workdir, FLAGS.input)
     return
   if mode == 'export':
     from ds2f_jax import export
