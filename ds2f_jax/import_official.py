@@ -18,7 +18,9 @@ torch is imported only by `read_state_dict`; the name mapping itself is NumPy.
 
 import json
 import os
+import pickle
 import re
+import zipfile
 
 import jax
 import numpy as np
@@ -35,7 +37,8 @@ _UNET_RULES = (
     (r'sfem/fuse_bn', lambda m: 'sr_seg_fusion_module.fusion_conv.1'),
     (r'sfem/gate/RCAB_0/Conv_(\d)', lambda m: 'sr_seg_fusion_module.fusion_conv.3.rcab.'
      + ('conv1', 'conv2', 'se.0', 'se.2')[int(m[1])]),
-    (r'sfem/gate/MSConv_0/Conv_3', lambda m: 'sr_seg_fusion_module.fusion_conv.3.msconv.convs.3.conv'),
+    (r'sfem/gate/MSConv_0/Conv_3',
+     lambda m: 'sr_seg_fusion_module.fusion_conv.3.msconv.convs.3.conv'),
     (r'sfem/gate/MSConv_0/Conv_(\d)',
      lambda m: f'sr_seg_fusion_module.fusion_conv.3.msconv.convs.{m[1]}'),
     (r'sfem/gate/MSConv_0/BatchNorm_0', lambda m: 'sr_seg_fusion_module.fusion_conv.3.msconv.norm'),
@@ -132,10 +135,11 @@ def read_state_dict(path: str) -> dict:
   if not os.path.isfile(path):
     raise FileNotFoundError(f'--input {path}: no such file')
   try:
-    obj = torch.load(path, map_location='cpu', weights_only=True)
+    obj = _torch_load(torch, path)
   except Exception as e:  # pylint: disable=broad-except  # Truncated or not a torch file.
     first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-    raise ValueError(f'--input {path} is not a readable PyTorch checkpoint ({first})') from None
+    why = first if zipfile.is_zipfile(path) else 'truncated, or not written by torch.save'
+    raise ValueError(f'--input {path} is not a readable PyTorch checkpoint ({why})') from None
   sd = obj.get('model', obj) if isinstance(obj, dict) else None
   if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
     raise ValueError(f"--input {path} holds no state_dict (expected {{'model': state_dict, ...}} "
@@ -146,6 +150,19 @@ def read_state_dict(path: str) -> dict:
     if not k.endswith('num_batches_tracked'):
       out[k] = v.detach().cpu().float().numpy()
   return out
+
+
+def _torch_load(torch, path: str):
+  """torch.load with weights_only; a complete torch.save archive that also pickles
+  other objects (e.g. NumPy scalars saved beside the weights) is loaded in full."""
+  try:
+    return torch.load(path, map_location='cpu', weights_only=True)
+  except pickle.UnpicklingError:
+    if not zipfile.is_zipfile(path):
+      raise
+  logging.warning('%s holds objects besides tensors; loading it with weights_only=False '
+                  '(only do this for files you trust).', path)
+  return torch.load(path, map_location='cpu', weights_only=False)
 
 
 def map_state_dict(model_name: str, sd: dict, target) -> tuple[dict, list]:

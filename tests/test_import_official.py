@@ -81,6 +81,7 @@ def test_official_pth_import_export_matches_official_softmax(tmp_path):
     want = torch.softmax(theirs(torch.from_numpy(lr).permute(0, 3, 1, 2)), 1)
   want = want.permute(0, 2, 3, 1).numpy()
   assert probs.shape == want.shape == (1, 80, 112, 2)
+  print(f'PARITY exported probabilities: {np.abs(probs - want).max():.1e}')
   np.testing.assert_allclose(probs, want, atol=1e-4, rtol=0)
 
 

@@ -120,7 +120,7 @@ def _unet_config():
   cfg = default.get_config()
   cfg.model.width = WIDTH
   cfg.model.upscale = R
-  cfg.optim.poly_power = 0.0  # Constant lr for the two compared steps (official: steps 0, 1 at lr0).
+  cfg.optim.poly_power = 0.0  # Constant lr for the two steps (official: steps 0 and 1 at lr0).
   return cfg
 
 
@@ -286,10 +286,10 @@ def test_unet_gradients_cover_every_parameter(unet):
 
 def test_deeplab_inference_path_matches_official():
   official()
-  from imed_vision.models.segmentation.deeplab import DeeplabV3Plus  # pylint: disable=g-import-not-at-top
+  from imed_vision.models.segmentation import deeplab  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
-  theirs = DeeplabV3Plus(3, 2, backbone='resnet50', super_reso=True, upscale_rate=R,
-                         sr_seg_fusion=True, output_stride=8, pretrained=False).double()
+  theirs = deeplab.DeeplabV3Plus(3, 2, backbone='resnet50', super_reso=True, upscale_rate=R,
+                                 sr_seg_fusion=True, output_stride=8, pretrained=False).double()
   randomize_bn(theirs, 2)
   theirs.eval()
   cfg = default.get_config()
