@@ -24,6 +24,7 @@ def get_config():
   c.grad_accum_steps = 1  # > 1 wraps the optimiser in optax.MultiSteps.
   # A new run starting from the params and BN statistics of another workdir's newest
   # checkpoint or of an export folder (fresh optimiser, step 0); '' = initialisation.
+  # A workdir that already holds checkpoints resumes from them instead.
   c.init_from = ''
 
   c.data = ml_collections.ConfigDict()

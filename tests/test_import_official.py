@@ -17,6 +17,7 @@ import sys
 import flax
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 torch = pytest.importorskip('torch')
@@ -26,7 +27,7 @@ if not os.path.isdir(os.path.join(REF, 'imed_vision')):
   pytest.skip(f'the official code is not at {REF}', allow_module_level=True)
 
 from configs import default  # pylint: disable=g-import-not-at-top
-from ds2f_jax import import_official, init_from, serving, sharding, train
+from ds2f_jax import checkpointing, import_official, init_from, serving, sharding, train
 
 
 def official_unet(width, seed=0):
@@ -195,3 +196,35 @@ def test_inference_only_checkpoint_imports_and_init_from_reuses_it(tmp_path, sma
   wider.init_from = str(tmp_path / 'nowhere')
   with pytest.raises(FileNotFoundError, match='neither a workdir'):
     init_from.initialize(wider, fresh)
+
+
+def test_train_fine_tunes_an_import_and_init_from_starts_a_new_run(tmp_path, tiny_config):
+  """--mode train on an imported workdir starts at step 0 from the official weights,
+  and a new workdir with init_from pointing at the import takes the very same step."""
+  cfg = tiny_config
+  cfg.num_train_steps, cfg.eval_every_steps = 1, 1
+  theirs = official_unet(cfg.model.width)
+  sd = {k: v.numpy() for k, v in theirs.state_dict().items()}
+  imported = str(tmp_path / 'imported')
+  import_official.import_checkpoint(cfg, imported, _save(sd, tmp_path / 'x.pth'))
+  fresh = str(tmp_path / 'fresh')
+  cfg.init_from = imported  # Its newest checkpoint: step 0, the import.
+  train.train_and_evaluate(cfg, fresh)
+  cfg.init_from = ''
+  train.train_and_evaluate(cfg, imported)
+
+  def kernel(workdir, step):
+    mngr = checkpointing.create_manager(workdir, 3, read_only=True)
+    assert list(mngr.all_steps()) == ([1] if workdir == fresh else [0, 1])
+    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    mngr.close()
+    return np.asarray(state['state']['params']['encoder']['down1']['ConvBNAct_0']['Conv_0']
+                      ['kernel'])
+
+  official_k = import_official.from_official_layout(('kernel',),
+                                                    sd['down1.conv.conv1.conv.weight'])
+  np.testing.assert_array_equal(kernel(imported, 0), official_k)
+  trained = kernel(imported, 1)
+  assert np.abs(trained - official_k).max() > 0  # One step was taken from the import...
+  # ... and a new run from it takes the same step (same data, same fresh optimiser).
+  np.testing.assert_allclose(kernel(fresh, 1), trained, rtol=1e-6, atol=1e-7)
