@@ -22,6 +22,10 @@ def get_config():
   c.dtype = 'float32'  # Compute dtype: float32 | bfloat16 (params stay float32).
   c.remat = False  # jax.checkpoint the decoder stages (large HR sizes).
   c.grad_accum_steps = 1  # > 1 wraps the optimiser in optax.MultiSteps.
+  # A new run starting from the params and BN statistics of another workdir's newest
+  # checkpoint or of an export folder (fresh optimiser, step 0); '' = initialisation.
+  # A workdir that already holds checkpoints resumes from them instead.
+  c.init_from = ''
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'synthetic_fundus'  # A TFDS builder under ds2f_jax/datasets/.

@@ -62,6 +62,11 @@ def _export(config, workdir, flag_values):
   export.export(config, workdir)
 
 
+def _import(config, workdir, flag_values):
+  from ds2f_jax import import_official
+  import_official.import_checkpoint(config, workdir, flag_values.input)
+
+
 def _train(config, workdir, flag_values):
   del flag_values
   from ds2f_jax import train
@@ -74,6 +79,7 @@ MODES = {
     'eval': _eval,
     'predict': _predict,
     'export': _export,
+    'import': _import,
 }
 NEEDS_NO_WORKDIR = ('prepare',)
 

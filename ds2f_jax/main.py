@@ -6,6 +6,7 @@
   python main.py --config configs/drive.py --workdir W --mode predict --input IMG_OR_DIR \
       --output OUT_DIR [--mask MASK_OR_DIR]
   python main.py --config configs/drive.py --workdir W --mode export   # -> W/export/
+  python main.py --config configs/default.py --workdir W --mode import --input official.pth
 
 The modes, exit codes and flag errors live in ds2f_jax/cli.py (shared with
 `python -m ds2f_jax.ablate`). Multi-process jobs (TPU pod slices, SLURM,
@@ -20,7 +21,8 @@ from ds2f_jax import cli
 cli.define_config_flag('A configs/*.py file (plus --config.key=value).')
 flags.DEFINE_string('workdir', None, 'Checkpoints, logs and reports go here.')
 flags.DEFINE_enum('mode', 'train', list(cli.MODES), 'What to do.')
-flags.DEFINE_string('input', None, '--mode predict: an image file or a folder of images.')
+flags.DEFINE_string('input', None, '--mode predict: an image file or a folder of images. '
+                    '--mode import: an official DS2F checkpoint (.pth).')
 flags.DEFINE_string('output', None, '--mode predict: folder for the probability maps, masks '
                     'and overlays.')
 flags.DEFINE_string('mask', None, '--mode predict: optional ground truth (a file for a file '

@@ -20,7 +20,7 @@ import optax
 from absl import logging
 
 from ds2f_jax import checkpointing, confusion, curves, distributed, errors, fault_points, imaging
-from ds2f_jax import losses, nonfinite, preemption, reporting, sharding, workdir_lock
+from ds2f_jax import init_from, losses, nonfinite, preemption, reporting, sharding, workdir_lock
 from ds2f_jax.models import pretrained, registry
 
 
@@ -230,6 +230,7 @@ def _train(config, workdir: str, sigterm: preemption.SigtermWatch) -> dict:
   start_step, state = checkpointing.restore_latest(mngr, state, sharding.replicated(mesh))
   if start_step is None:
     start_step = 0
+    state = init_from.initialize(config, state)  # config.init_from: another run's weights.
   else:
     logging.info('Resumed from %s at step %d.', mngr.directory, start_step)
   total = config.num_train_steps

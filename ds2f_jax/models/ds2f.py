@@ -21,6 +21,11 @@ VARIANTS = ('ds2f', 'ds2f_after', 'dual_stream', 'seg_only', 'seg_hr')
 SEG_ONLY_VARIANTS = ('seg_only', 'seg_hr')
 
 
+def _at_least_f32(t):
+  """bfloat16 outputs leave as float32; float64 (parity tests) stays float64."""
+  return t.astype(jnp.promote_types(t.dtype, jnp.float32))
+
+
 class TrainOutputs(NamedTuple):
   """Train-mode outputs in the official order; absent terms of a variant are None."""
   out: jax.Array
@@ -40,6 +45,7 @@ class DS2F(nn.Module):
   seg_decoder: nn.Module
   sr_decoder: nn.Module
   num_classes: int = 2
+  in_channels: int = 3  # Channels of the image, hence of the SR reconstruction.
   upscale: int = 2
   variant: str = 'ds2f'
   sfem_hidden: int = 32
@@ -63,17 +69,17 @@ class DS2F(nn.Module):
     def seg_head(f):
       return resize_bilinear(to_lr(out_conv(f)), hr_size, self.align_corners)
 
-    out = seg_head(f_seg).astype(jnp.float32)
+    out = _at_least_f32(seg_head(f_seg))
     if not train and not with_sr:
       return out
     if self.variant in SEG_ONLY_VARIANTS:
       return TrainOutputs(out)
 
     f_sr = self.sr_decoder(feats, train)
-    sr_head = SRHead(self.upscale, dtype=self.dtype, name='sr_head')
+    sr_head = SRHead(self.upscale, self.in_channels, dtype=self.dtype, name='sr_head')
     sr = sr_head(to_lr(f_sr))
     if not train or self.variant == 'dual_stream':
-      return TrainOutputs(out, sr.astype(jnp.float32))
+      return TrainOutputs(out, _at_least_f32(sr))
 
     sfem = CrossGL(self.sfem_hidden, self.rcab_global_pool, self.dtype, name='sfem')
     if self.variant == 'ds2f':
@@ -83,5 +89,5 @@ class DS2F(nn.Module):
       fusion_sr, fusion_seg = sfem(sr, out, train)
     else:
       raise ValueError(f'model.variant={self.variant!r} is not one of {VARIANTS}')
-    f32 = lambda t: t.astype(jnp.float32)
+    f32 = _at_least_f32
     return TrainOutputs(out, f32(sr), f32(fusion_seg), f32(fusion_sr))

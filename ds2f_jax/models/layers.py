@@ -30,10 +30,10 @@ def torch_bias_init(fan_in: int):
 
 
 def broadcast_f32(x, shape):
-  """broadcast_to through float32, so that its gradient (a sum over the broadcast
-  axes) is a float32 reduction: XLA reduces bfloat16 in bfloat16, and on XLA:CPU
-  8192 bfloat16 ones sum to 1024."""
-  return jnp.broadcast_to(x.astype(jnp.float32), shape)
+  """broadcast_to through float32 (float64 stays float64), so that its gradient (a
+  sum over the broadcast axes) is a float32 reduction: XLA reduces bfloat16 in
+  bfloat16, and on XLA:CPU 8192 bfloat16 ones sum to 1024."""
+  return jnp.broadcast_to(x.astype(jnp.promote_types(x.dtype, jnp.float32)), shape)
 
 
 def _depthwise(x, kernel, pad: int, dilation: int):
@@ -72,6 +72,7 @@ def _kernel_grad_by_taps(x, g, k: int, stride: int, pad: int, dilation: int):
   ci = x.shape[-1]
   xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   g2 = g.reshape(-1, co)
+  acc = jnp.promote_types(jnp.promote_types(x.dtype, g.dtype), jnp.float32)
   taps = []
   for i in range(k):
     for j in range(k):
@@ -79,7 +80,7 @@ def _kernel_grad_by_taps(x, g, k: int, stride: int, pad: int, dilation: int):
       limit = (n, start[1] + stride * (ho - 1) + 1, start[2] + stride * (wo - 1) + 1, ci)
       t = jax.lax.slice(xp, start, limit, (1, stride, stride, 1)).reshape(-1, ci)
       taps.append(jax.lax.dot_general(t, g2, (((0,), (0,)), ((), ())),
-                                      preferred_element_type=jnp.float32))
+                                      preferred_element_type=acc))
   return jnp.stack(taps).reshape(k, k, ci, co)
 
 
@@ -149,10 +150,52 @@ class Conv(nn.Module):
     return y
 
 
+class BatchNorm(nn.Module):
+  """BatchNorm2d as PyTorch computes it (NHWC, statistics over N, H, W).
+
+  Train mode normalises with the biased batch variance but stores the unbiased
+  one (x n / (n - 1), n = N*H*W) in the running variance, as PyTorch does;
+  flax's nn.BatchNorm stores the biased one, which lets eval outputs drift away
+  from the official model's as training goes on (most where n is small). Same
+  variable names as nn.BatchNorm (params scale/bias, batch_stats mean/var), so
+  checkpoints and pretrained loaders are unaffected. Statistics are float32 for
+  bfloat16 inputs.
+  """
+  use_running_average: bool = False
+  momentum: float = 0.9  # flax convention: running = momentum * running + (1 - momentum) * batch.
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    stat_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,), jnp.float32))
+    scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
+    if self.use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      xs = x.astype(stat_dtype)
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(xs, axes)
+      var = jnp.maximum(jnp.mean(jnp.square(xs), axes) - jnp.square(mean), 0.0)
+      if not self.is_initializing():
+        n = int(np.prod([x.shape[a] for a in axes]))
+        unbiased = var * (n / max(n - 1, 1))
+        m = self.momentum
+        ra_mean.value = (m * ra_mean.value + (1 - m) * mean).astype(ra_mean.value.dtype)
+        ra_var.value = (m * ra_var.value + (1 - m) * unbiased).astype(ra_var.value.dtype)
+    mul = jax.lax.rsqrt(var + self.epsilon) * scale
+    y = (x.astype(stat_dtype) - mean) * mul + bias
+    return y.astype(self.dtype)
+
+
 def batch_norm(train: bool, dtype: Dtype, name: str | None = None):
   """PyTorch BatchNorm2d defaults: momentum 0.1 (flax 0.9), eps 1e-5, affine."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      dtype=dtype, name=name)
+  return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                   name=name)
 
 
 def gelu(x):
@@ -258,7 +301,7 @@ def pixel_shuffle(x, r: int):
 class SRHead(nn.Module):
   """ESPCN-style SR head `sr_module`: 5x5 -> Tanh -> 3x3 -> Tanh -> 3x3 -> PixelShuffle(r)."""
   upscale: int
-  out_channels: int = 3
+  out_channels: int = 3  # The official head reconstructs the input's channels.
   dtype: Dtype = jnp.float32
 
   @nn.compact

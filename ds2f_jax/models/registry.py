@@ -106,8 +106,8 @@ def create_model(cfg, dtype='float32', remat=False) -> ds2f.DS2F:
   dtype = jnp.dtype(dtype)
   return ds2f.DS2F(
       **_BUILDERS[cfg.name](cfg, dtype, remat), num_classes=cfg.num_classes,
-      upscale=int(cfg.upscale), variant=cfg.variant, sfem_hidden=cfg.sfem_hidden,
-      rcab_global_pool=cfg.rcab_global_pool, dtype=dtype)
+      in_channels=cfg.in_channels, upscale=int(cfg.upscale), variant=cfg.variant,
+      sfem_hidden=cfg.sfem_hidden, rcab_global_pool=cfg.rcab_global_pool, dtype=dtype)
 
 
 def inference_variables(model, variables, lr_shape=(1, 64, 64, 3)):
