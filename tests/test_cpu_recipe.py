@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 from configs import cpu_recipe
-from ds2f_jax import input_pipeline, train
+from ds2f_jax import imaging, input_pipeline, train
 from ds2f_jax.models import registry
 
 NAMES = ('chase_db1', 'drive', 'hrf', 'stare')
@@ -30,7 +30,7 @@ def test_cpu_recipe_is_valid_and_sizes_divide(name):
   c = importlib.import_module(f'configs.{name}').get_config('cpu')
   train.validate_config(c)
   r = c.model.upscale
-  hr = input_pipeline.check_sizes(c.data.hr_size, r)
+  hr = imaging.check_sizes(c.data.hr_size, r)
   crop = input_pipeline._check_crop(c.data.crop_size, hr, r)  # pylint: disable=protected-access
   assert crop == cpu_recipe.CROP
   registry.check_input_size(c.model, (crop[0] // r, crop[1] // r))
