@@ -88,14 +88,16 @@ def test_bf16_tracks_float32_and_each_step_compiles_once(tiny_config):
   for row in b16:
     assert all(np.asarray(v).dtype == np.float32 for v in row.values())
 
-  # Loss curves agree. Measured (width 4, lr 0.05): step 1 within 8e-4, step 2 within 0.2 %,
-  # steps 3-4 within 2.5 % per term; float32 with 2^-9 relative noise on its input drifts as
-  # far (1.6 %). Before bias/broadcast gradients were summed in float32, step 2's CE was 4.7 % off.
+  # Loss curves agree. Measured (width 4, lr 0.05): step 1 within 8e-4, step 2 within 0.2 %
+  # (NumPy augmentation) or 1.3 % (OpenCV's, whose HSV conversion differs by one level on some
+  # pixels: the same batches up to that), steps 3-4 within 2.5 % per term; float32 with 2^-9
+  # relative noise on its input drifts as far (1.6 %). Before bias/broadcast gradients were
+  # summed in float32, step 2's CE was 4.7 % off.
   for key in ('loss', 'ce', 'mse', 'ssim', 'rmi'):
     a = np.array([r[key] for r in f32], np.float64)
     b = np.array([r[key] for r in b16], np.float64)
     rel = np.abs(b - a) / np.abs(a)
-    assert np.all(rel < [1e-3, 1e-2, 4e-2, 4e-2]), (key, rel)
+    assert np.all(rel < [1e-3, 2e-2, 4e-2, 4e-2]), (key, rel)
   # ... and bf16 is not float32 in disguise.
   assert any(r16['loss'] != r32['loss'] for r16, r32 in zip(b16, f32))
 

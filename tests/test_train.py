@@ -111,12 +111,17 @@ def test_same_loss_on_1_and_8_devices(synthetic_data_dir):
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(proc.stdout.split('RESULT', 1)[1])
   one, eight = result['1'], result['8']
-  for s1, s8 in zip(one, eight):  # Step 1, and step 2 after an update with global-batch BN.
-    for key in ('loss', 'ce', 'mse', 'ssim', 'rmi'):
-      assert s8[key] == pytest.approx(s1[key], rel=2e-5, abs=1e-6), key
-    # Gradients sum in another order on 8 devices; RMI's 9x9 solves (condition ~1e7)
-    # amplify that rounding, so the gradient norm agrees to 1e-2, not to 1e-5.
-    assert s8['grad_norm'] == pytest.approx(s1['grad_norm'], rel=1e-2)
+  # Step 1: the same loss terms to float32 rounding (measured <= 8e-8 relative).
+  for key in ('loss', 'ce', 'mse', 'ssim', 'rmi'):
+    assert eight[0][key] == pytest.approx(one[0][key], rel=2e-5, abs=1e-6), key
+  # Gradients sum in another order on 8 devices, and RMI's 9x9 solves (condition ~1e7)
+  # amplify that rounding: step 1's gradient norm agrees to 1.3e-4 on this batch (6e-8 on the
+  # NumPy-augmented one). Step 2 starts from weights that differ by lr times that, so its
+  # loss terms agree to 6e-5 (measured) and its gradient norm to 2e-2.
+  assert eight[0]['grad_norm'] == pytest.approx(one[0]['grad_norm'], rel=1e-3)
+  for key in ('loss', 'ce', 'mse', 'ssim', 'rmi'):
+    assert eight[1][key] == pytest.approx(one[1][key], rel=2e-4, abs=1e-6), key
+  assert eight[1]['grad_norm'] == pytest.approx(one[1]['grad_norm'], rel=5e-2)
 
 
 def _main(*args, timeout=300):
