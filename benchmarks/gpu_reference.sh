@@ -6,7 +6,7 @@
 # From the device tool, in the repository root:
 #   bash benchmarks/gpu_reference.sh            (writes under $OUT, else /tmp/ds2f_gpu)
 # Needs only jax (+ CUDA plugin), flax, optax, orbax, numpy: no ml_collections/TFDS/grain.
-# Compare with docs/reference_figures.md section 1 (H200: PyTorch best 170.3 train / 1692.5
+# Compare with docs/method.md §Speed of the official code (H200: PyTorch best 170.3 train / 1692.5
 # infer images/s; targets >= 255 train, >= 3400 infer, first compile <= 60 s). On an H100
 # the PyTorch figures must come from an H100 too.
 set -u

@@ -37,7 +37,8 @@ from ds2f_jax import flops as flops_lib  # pylint: disable=g-import-not-at-top
 from ds2f_jax import imaging, sharding, train
 from ds2f_jax.models import registry
 
-# The spec's figure for DS2F-UNet, LR 256^2 -> HR 512^2, width 64: train fwd+bwd per image.
+# The official figure for DS2F-UNet, LR 256^2 -> HR 512^2, width 64: train fwd+bwd per image
+# (docs/method.md §Model size and FLOPs).
 SPEC_TRAIN_GFLOP_PER_IMAGE = 583.2
 
 
@@ -265,7 +266,7 @@ def run(args) -> dict:
       'pipelined_step_s': pipelined_s,
       'pipelined_images_per_s': b / pipelined_s if pipelined_s else None,
       'flops_per_step': flops,
-      'flops_source': 'spec (ds2f_jax.flops)',
+      'flops_source': 'FlopCounterMode convention (ds2f_jax.flops)',
       'model_gflops_per_image': model_flops / b / 1e9 if model_flops else None,
       'xla_gflops_per_image': xla_flops / b / 1e9 if xla_flops else None,
       'achieved_tflops': tflops,

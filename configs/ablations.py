@@ -11,15 +11,15 @@ key keeps the base config's value (and its --config.key=value overrides).
 import ml_collections
 
 PRESETS = {
-    # The model variants (issue 5, decision 9.14 for the two baselines).
+    # The model variants (docs/method.md §Variants; D14 for the two baselines).
     'seg_only': {'model.variant': 'seg_only'},  # Segmentation network at LR, mask at LR.
     'seg_hr': {'model.variant': 'seg_hr'},  # The same at full resolution (the costly one).
     'dual_stream': {'model.variant': 'dual_stream'},  # SR stream + MSE, no SFEM, no proxy.
     'ds2f_after': {'model.variant': 'ds2f_after'},  # SFEM on the output maps (before=False).
     'ds2f': {'model.variant': 'ds2f'},  # The full method.
-    # RCAB with SE-style global pooling instead of the per-pixel gate (decision 9.1).
+    # RCAB with SE-style global pooling instead of the per-pixel gate (docs/method.md D1).
     'rcab_global_pool': {'model.variant': 'ds2f', 'model.rcab_global_pool': True},
-    # Loss weights of the full method (decision 9.8): one proxy term, both, or the SR MSE off.
+    # Loss weights of the full method (docs/method.md D8): one proxy term, both, or the SR MSE off.
     'no_proxy_ssim': {'model.variant': 'ds2f', 'loss.ssim_weight': 0.0},
     'no_proxy_rmi': {'model.variant': 'ds2f', 'loss.rmi_weight': 0.0},
     'no_proxy': {'model.variant': 'ds2f', 'loss.ssim_weight': 0.0, 'loss.rmi_weight': 0.0},

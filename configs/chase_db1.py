@@ -2,10 +2,10 @@
 
 HR (960, 998), (height, width): CHASE_DB1's photos are 999x960 (WxH; Fraz et
 al., IEEE TBME 2012), trained as the official DS2F pipeline does, at
-(image_size // r) * r (docs/ds2f_method.md §4.7); r = 2 as in the official
-configs (§4.4). The split is the builder config `train20_test8` (the other
+(image_size // r) * r (docs/method.md §LR/HR generation); r = 2 as in the official
+configs (§Training recipe). The split is the builder config `train20_test8` (the other
 common split: --config.data.config=train8_test20). The paper's batch size is
-not recoverable (§4.4): 2 fits ~1 megapixel HR targets. Steps: the official
+not recoverable (§Training recipe): 2 fits ~1 megapixel HR targets. Steps: the official
 300 epochs over 20 training photos at batch 2.
 
   python main.py --mode prepare --config configs/chase_db1.py \

@@ -1,6 +1,6 @@
 """Every config key with its default; other configs start from this one.
 
-Defaults are the paper's (official code 91776aa, see `docs/ds2f_method.md`):
+Defaults are the paper's (official code 91776aa, see `docs/method.md`):
 DS2F-UNet, width 64, r = 2, SGD-Nesterov lr 0.01 with poly decay, all loss
 weights 1.0. Dataset configs override `data.*`, the sizes and the schedule.
 
@@ -49,7 +49,7 @@ def get_config():
   c.model.in_channels = 3
   c.model.variant = 'ds2f'  # ds2f | ds2f_after | dual_stream | seg_only | seg_hr.
   c.model.sfem_hidden = 32  # CrossGL hidden width.
-  c.model.rcab_global_pool = False  # True = the earlier SE-style RCAB (decision 9.1).
+  c.model.rcab_global_pool = False  # True = the earlier SE-style RCAB (docs/method.md D1).
   c.model.backbone = 'resnet50'  # ds2f_deeplabv3plus: resnet50 | resnet101.
   c.model.output_stride = 8  # ds2f_deeplabv3plus: 8 (ASPP 12/24/36) | 16 (ASPP 6/12/18).
   c.model.pretrained = ''  # ds2f_deeplabv3plus: ImageNet ResNet .npz ('' = random init).

@@ -3,8 +3,8 @@
 HR (584, 876), (height, width): the official DS2F HRF config
 (configs/vessel_segmentation.json) has image_size [876, 584] and r = 2, meant
 as a quarter of HRF's 3504x2336 (WxH) photos; read in true (height, width)
-order as decided in docs/ds2f_method.md §9 item 9 (§8 item 11). That config
-trains 300 epochs at batch 1; BatchNorm wants at least 2 (§8 item 19), so
+order as decided in docs/method.md D9. That config
+trains 300 epochs at batch 1; BatchNorm wants at least 2 (docs/method.md §Training recipe), so
 batch 2 here, 300 epochs over the 15 training photos.
 
   python main.py --mode prepare --config configs/hrf.py \

@@ -1,9 +1,9 @@
 """IDRiD lesions (default: hard exudates, binary), HR 712x1072, r = 2.
 
-No DS2F setting for IDRiD is recoverable (docs/ds2f_method.md §4.4, §6.1).
+No DS2F setting for IDRiD is recoverable (docs/method.md §Training recipe).
 HR (712, 1072), (height, width), is a quarter of IDRiD's 4288x2848 (WxH)
 photos (Porwal et al., Data 2018), the same reduction the official HRF config
-applies to HRF's photos; r = 2 as in the official configs (§4.4). Other lesion
+applies to HRF's photos; r = 2 as in the official configs (§Training recipe). Other lesion
 types: --config.data.config=microaneurysms|haemorrhages|soft_exudates|
 optic_disc (or MA, HE, SE, OD). Batch 2; steps: the official 300 epochs over
 the 54 training photos.

@@ -1,11 +1,11 @@
 """REFUGE optic disc and cup (3 classes), HR 512x512, r = 2.
 
-No DS2F setting for REFUGE is recoverable (docs/ds2f_method.md §4.4; the
-official code reads it through its generic path, §6.1). HR (512, 512) is our
+No DS2F setting for REFUGE is recoverable (docs/method.md §Training recipe; the
+official code reads it through its generic path). HR (512, 512) is our
 choice: about a quarter of the training photos (2124x2056, WxH) and a third of
 the validation/test photos (1634x1634) of the REFUGE release (Orlando et al.,
 MedIA 2020), which keeps the cup (a few % of the photo) tens of pixels wide;
-r = 2 as in the official configs (§4.4). Batch 8 (the default); steps: the
+r = 2 as in the official configs (§Training recipe). Batch 8 (the default); steps: the
 official 300 epochs over the 400 training photos.
 
   python main.py --mode prepare --config configs/refuge.py \

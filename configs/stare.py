@@ -2,8 +2,8 @@
 
 HR (604, 700), (height, width): STARE's photos are 700x605 (WxH; Hoover et
 al., IEEE TMI 2000), trained as the official DS2F pipeline does, at
-(image_size // r) * r (docs/ds2f_method.md §4.7); r = 2 as in the official
-configs (§4.4). The paper's batch size is not recoverable (§4.4): 4. Steps:
+(image_size // r) * r (docs/method.md §LR/HR generation); r = 2 as in the official
+configs (§Training recipe). The paper's batch size is not recoverable: 4. Steps:
 the official 300 epochs over the 10 training photos at batch 4.
 
   python main.py --mode prepare --config configs/stare.py \

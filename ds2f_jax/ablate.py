@@ -142,7 +142,7 @@ def train_and_score(config, directory: str) -> dict:
 
 
 def variant_cost(config) -> dict:
-  """Per-image FLOPs (spec convention) and parameters of both paths, at the input size."""
+  """Per-image FLOPs (FlopCounterMode rules) and parameters of both paths, at the input size."""
   size = inference.lr_size(config)
   costs = flops.model_costs(config.model, size, dtype=config.dtype)
   return {path: {'flops': c.flops, 'params': c.params} for path, c in costs.items()}
@@ -206,10 +206,11 @@ def render_markdown(result: dict) -> str:
       'of the split, whole image, no FOV mask). FOV F1, FOV AUC: inside the field-of-view mask, '
       'global; AUC = ROC-AUC of the foreground probability. Outputs smaller than the original '
       '(seg_only at LR) are scored after a nearest resize of the probabilities.', '',
-      'GFLOP per image: convolutions and learned matmuls, 2 FLOPs per multiply-accumulate (the '
-      "spec's convention), of the inference path and of the train-mode forward (every stream and "
-      'the SFEM; the backward pass adds about twice that). Train images/s: median over logged '
-      'training intervals, mean ± std over seeds. Params: the inference path.', '']
+      'GFLOP per image: convolutions and learned matmuls, 2 FLOPs per multiply-accumulate '
+      "(PyTorch FlopCounterMode's convention), of the inference path and of the train-mode "
+      'forward (every stream and the SFEM; the backward pass adds about twice that). Train '
+      'images/s: median over logged training intervals, mean ± std over seeds. Params: the '
+      'inference path.', '']
   return '\n'.join(lines)
 
 

@@ -2,7 +2,7 @@
 
 The official code augments with albumentations 1.x, whose ops are thin wrappers
 around OpenCV on uint8 images, and builds the LR/HR pair with `cv2.resize`
-(method spec §4.7, decisions 9.10-9.11). Two backends do the same work:
+(docs/method.md §Data pipeline, D10-D11). Two backends do the same work:
 
 - 'opencv' (used when `cv2` imports): the OpenCV calls themselves, ~7x
   faster per example than NumPy at 1 megapixel (benchmarks/RESULTS.md, input
@@ -59,7 +59,7 @@ def _cv() -> bool:
   return _backend == 'opencv'
 
 
-# albumentations 1.x recipe of the official vessel script (spec §4.7 step 2).
+# albumentations 1.x recipe of the official vessel script (docs/method.md §Augmentation).
 COLOR_JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
 COLOR_JITTER_P = 0.5
 HFLIP_P = 0.5

@@ -1,10 +1,10 @@
-"""`--mode eval`: both evaluation protocols (spec 5.2-5.4, decision 9.13) on one split.
+"""`--mode eval`: both evaluation protocols (docs/method.md D13) on one split.
 
 Every image of `config.eval.split` is predicted at its original size as in
 `inference` and scored twice:
 
 * official: argmax over the whole image, one confusion matrix accumulated over
-  every pixel of the split (micro average), spec 5.3 definitions;
+  every pixel of the split (micro average), docs/method.md §Metric definitions;
 * fov: inside the dataset's field-of-view mask, the same global confusion
   matrix plus the mean and std over images, and ROC-AUC / PR-AUC of the
   foreground probability from a streaming histogram (error < 1e-4; see

@@ -2,7 +2,7 @@
 
 Two FLOP counts:
 
-* `flops` follows the spec's convention (§7.2, PyTorch's FlopCounterMode):
+* `flops` follows PyTorch's FlopCounterMode (docs/method.md §Model size and FLOPs):
   convolutions and matrix products only, 2 FLOPs per multiply-accumulate, read
   from the jaxpr (nested jaxprs included: jit, remat, custom_jvp/vjp, cond
   (largest branch), scan (x length), while (body once)). Two of our layers are
@@ -20,14 +20,14 @@ Two FLOP counts:
   depthwise convs, pooling) but, for convolutions, only the kernel taps that land
   inside the input: heavily dilated convs on small maps (DeepLab's ASPP, rates
   12-36 on a 32^2 map at LR 256^2) count far less than k^2 taps, so DeepLab's XLA
-  total is *below* its spec-convention count.
+  total is *below* its FlopCounterMode-convention count.
 
 The training graph is the train-mode forward (all branches, BN in batch mode),
-without losses and backward, as in the spec's "train-mode forward" column.
+without losses and backward: the "train-mode forward" of docs/method.md §Model size and FLOPs.
 
 Per image at LR 256^2, r = 2, GFLOP (train forward / inference), flops | xla_flops:
-  DS2F-UNet width 64        193.44 / 96.34 | 200.6 / 98.9   (spec 193.5 / 96.3)
-  DS2F-DeepLabV3+ R50 OS8   216.38 / 91.25 | 198.7 / 68.6   (spec 215.3 / 91.2 with
+  DS2F-UNet width 64        193.44 / 96.34 | 200.6 / 98.9   (official 193.5 / 96.3)
+  DS2F-DeepLabV3+ R50 OS8   216.38 / 91.25 | 198.7 / 68.6   (official 215.3 / 91.2 with
                             CAGL; CrossGL(256, 256) costs ~1.1 GFLOP more)
 """
 

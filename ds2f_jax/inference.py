@@ -5,12 +5,12 @@ ablation driver and the TensorBoard panels of training: the model without
 training options, the partial restore of a checkpoint (checked against
 W/config.json and for finite parameters), and the class names.
 
-Inference follows spec section 5.2: the image at its original size is
+Inference follows docs/method.md §Evaluation protocols: the image at its original size is
 bicubic-resized to the LR input (data.hr_size / r, whatever the original
 size, so one program serves every image), normalised to [-1, 1], run with
 BatchNorm in inference mode, and the softmax of the HR logits is resized back
 to the original size with PyTorch-style 'nearest'. The segmentation-only
-baselines follow the same steps at their own size (decision 9.14): seg_only
+baselines follow the same steps at their own size (docs/method.md D14): seg_only
 predicts at LR and seg_hr takes the HR-size input, and either's probabilities
 are nearest-resized to the original size.
 """
@@ -44,7 +44,7 @@ def lr_size(config) -> tuple[int, int]:
 
   The seg_hr baseline takes data.hr_size itself; its output, like seg_only's,
   is at the input size and reaches the original size by the nearest resize of
-  the probabilities (decision 9.14).
+  the probabilities (docs/method.md D14).
   """
   size = imaging.input_size(config)
   registry.check_input_size(config.model, size)

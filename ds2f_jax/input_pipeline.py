@@ -5,14 +5,14 @@ files and read by random access (`builder.as_data_source`). Training batches
 form a grain `MapDataset` indexed by the global step: batch `k` is a pure
 function of (config, k), so resuming at step `k` needs no iterator state.
 
-Every example becomes the pair of method spec §4.7 (decisions 9.9-9.11):
+Every example becomes the pair of docs/method.md §Data pipeline (D9-D11):
 augment at the original resolution, then HR = bicubic resize of the augmented
 original to `data.hr_size` (mask and FOV nearest), LR = bicubic resize of the
 same augmented original to `hr_size / r`, both normalised to [-1, 1].
 
 The segmentation-only baselines (`model.variant` seg_only / seg_hr) have no x r
 step, so their examples hold the network input as 'lr' and the mask at the
-output size, which is the input size (decision 9.14): seg_only sees the LR
+output size, which is the input size (docs/method.md D14): seg_only sees the LR
 image with the mask nearest-resized to LR, seg_hr the HR image with the HR mask.
 """
 
@@ -149,7 +149,7 @@ def make_example(
     *,
     num_classes: int | None = None,
 ) -> dict[str, np.ndarray]:
-  """The training pair of one decoded record (spec §4.7).
+  """The training pair of one decoded record (docs/method.md §LR/HR generation).
 
   Args:
     record: 'image' (H, W, 3) uint8, 'mask' (H, W[, 1]) class ids and 'fov'
@@ -191,7 +191,7 @@ def make_example(
         'mask': mask.astype(np.int32),
         'fov': fov.astype(np.uint8),
     }
-  # LR comes from the augmented original, not from HR (decision 9.10).
+  # LR comes from the augmented original, not from HR (docs/method.md D10).
   return {
       'lr': imaging.bicubic_normalised(image, (in_h, in_w)),
       'hr': imaging.normalise(hr),

@@ -1,11 +1,11 @@
-"""DS2F training losses as implemented in the official code (spec §3.1, §3.2).
+"""DS2F training losses as implemented in the official code (docs/method.md §Losses).
 
   L = CE(out, mask) + MSE(sr, hr) + [1 - SSIM(fusion_sr, hr)]
       + RMI(fusion_seg, mask)
 
 All tensors are NHWC. Every loss casts its inputs to float32 first, so a
 bfloat16 model still gets float32 losses, and nothing here needs float64: RMI
-runs on the accelerator with a cancellation-free float32 form (decision 9.6).
+runs on the accelerator with a cancellation-free float32 form (docs/method.md D6).
 """
 
 from typing import Any, Mapping
@@ -18,9 +18,9 @@ from ds2f_jax import sr_quality
 
 # Covariance products must not drop to bf16 passes (TPU default precision).
 _HIGHEST = lax.Precision.HIGHEST
-# Added to the sigmoid probabilities (spec §3.1 RMI step 3).
+# Added to the sigmoid probabilities (docs/method.md §RMI, step 3).
 _PROB_FLOOR = 1e-6
-# Added to the Cholesky diagonal before the log (spec §3.1 step 9).
+# Added to the Cholesky diagonal before the log (docs/method.md §RMI, step 8).
 _CHOL_FLOOR = 1e-8
 
 
@@ -29,7 +29,7 @@ def _check_num_classes(num_classes: int) -> None:
     raise ValueError(
         'model.num_classes = 1 is not supported: binary tasks use '
         'num_classes = 2 with softmax CE, and RMI needs one-hot labels '
-        '(decision 9.7).')
+        '(docs/method.md D7).')
   if num_classes < 1:
     raise ValueError(f'model.num_classes must be >= 2, got {num_classes}.')
 
@@ -181,7 +181,7 @@ def rmi_loss(logits: jax.Array,
              pool: int = 3,
              lambda_: float = 0.5,
              eps: float = 5e-4) -> jax.Array:
-  """RMI proxy loss (spec §3.1): lambda_ * BCE + (1 - lambda_) * RMI.
+  """RMI proxy loss (docs/method.md §RMI): lambda_ * BCE + (1 - lambda_) * RMI.
 
   logits (N, H, W, C) with C = num_classes, integer labels (N, H, W); labels
   outside [0, C) are ignored. Gradients reach the logits only.
@@ -198,7 +198,7 @@ def _batch_item(batch: Mapping[str, Any], key: str, user: str) -> jax.Array:
 
 def total_loss(outputs: Any, batch: Mapping[str, Any], loss_cfg: Any,
                num_classes: int):
-  """Weighted DS2F loss and its unweighted parts (spec §3.1, decision 9.8).
+  """Weighted DS2F loss and its unweighted parts (docs/method.md §Losses, D8).
 
   Args:
     outputs: has `.out, .sr, .fusion_seg, .fusion_sr`; None drops that term

@@ -1,4 +1,4 @@
-"""The segmentation-only baselines at their own resolution (decision 9.14).
+"""The segmentation-only baselines at their own resolution (docs/method.md D14).
 
 seg_only: LR input, mask nearest-resized to LR, LR output (scored after a
 nearest resize to the original size); seg_hr: HR input and mask. The default

@@ -1,7 +1,7 @@
-"""Pins DS2F-DeepLabV3+ to the spec (§1.3, §2.3, §7.1, §7.3) and the pretrained loading.
+"""Pins DS2F-DeepLabV3+ to docs/method.md §DeepLabV3+ and the pretrained loading.
 
 Counts and shapes use jax.eval_shape (no compile). Numerics compare against
-float64 NumPy references of the spec's formulas: ASPP and decoder at small
+float64 NumPy references of the formulas in docs/method.md: ASPP and decoder at small
 widths, the ResNet-50 backbone at full width on a small input.
 """
 
@@ -21,7 +21,7 @@ from tests import jaxpr_walk
 from ds2f_jax.models.layers import count_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CAGL, CROSSGL = 206_816, 166_520  # Spec §7.1.
+CAGL, CROSSGL = 206_816, 166_520  # docs/method.md §Model size and FLOPs.
 
 
 def _cfg(**kw):
@@ -51,7 +51,7 @@ def test_parameter_counts(backbone, n_backbone, official_total, official_inferen
   assert parts == {'encoder': n_backbone + 15_535_616, 'seg_decoder': 1_303_600,
                    'sr_decoder': 1_303_600, 'sr_head': 431_488, 'sfem': CROSSGL,
                    'out_conv': 514}
-  # The official totals with CAGL; ours swap it for CrossGL(256, 256) (decision 9.4).
+  # The official totals with CAGL; ours swap it for CrossGL(256, 256) (docs/method.md D4).
   assert count_params(p) == official_total - CAGL + CROSSGL
   inference = _variables(_cfg(backbone=backbone), train=False)[2]['params']
   assert set(inference) == {'encoder', 'seg_decoder', 'out_conv'}
@@ -93,7 +93,7 @@ def _convs(jaxpr):
 
 
 def test_backbone_strides_and_dilations():
-  """Every 3x3 conv's (stride, dilation, padding), in order, as spec §2.3 lists them."""
+  """Every 3x3 conv's (stride, dilation, padding), in order (docs/method.md §DeepLabV3+)."""
   for os_, strides in ((8, (1, 2, 1, 1)), (16, (1, 2, 2, 1))):
     net = deeplab.ResNet(output_stride=os_)
     x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
@@ -312,7 +312,8 @@ def _random_state_dict(seed=0):
 
 
 def _resnet50_ref(state, x):
-  """float64 ResNet-50 v1.5 at OS8 (spec §2.3) from a torchvision state dict, eval-mode BN."""
+  """float64 ResNet-50 v1.5 at OS8 (docs/method.md §DeepLabV3+) from a torchvision state dict,
+  eval-mode BN."""
   st = {k: np.asarray(v, np.float64) for k, v in state.items()}
 
   def bn(name, y):

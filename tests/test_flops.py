@@ -1,4 +1,5 @@
-"""Pins the FLOP and parameter accounting: the spec's §7.2 figures and the counting rules.
+"""Pins the FLOP and parameter accounting: the official figures and the counting rules
+(docs/method.md §Model size and FLOPs).
 
 Full-size models are only traced (jaxpr) and lowered, never compiled.
 """
@@ -36,7 +37,7 @@ def test_unet_matches_spec(kw, lr, train_g, eval_g):
 
 def test_unet_exact_counts_and_xla_estimate():
   costs = flops.model_costs(_cfg(), (256, 256), xla=True)
-  # Ours, exactly: the spec's figure less the uncounted depthwise convs (0.094 GFLOP).
+  # Ours, exactly: the official figure less the uncounted depthwise convs (0.094 GFLOP).
   assert costs['train'].flops == 193_441_300_608
   assert costs['inference'].flops == 96_343_162_880
   assert (costs['train'].params, costs['inference'].params) == (39_194_682, 28_949_698)
@@ -47,8 +48,8 @@ def test_unet_exact_counts_and_xla_estimate():
 
 def test_deeplab_r50_os8():
   costs = flops.model_costs(_cfg(name='ds2f_deeplabv3plus'), (256, 256))
-  assert costs['inference'].flops == pytest.approx(91.2 * G, rel=0.02)  # Spec, same network.
-  # Spec 215.3 with CAGL; CrossGL(256, 256) at 64^2 costs ~1.1 GFLOP more.
+  assert costs['inference'].flops == pytest.approx(91.2 * G, rel=0.02)  # Official, same network.
+  # Official 215.3 with CAGL; CrossGL(256, 256) at 64^2 costs ~1.1 GFLOP more.
   assert costs['train'].flops == 216_379_424_896
   assert (costs['train'].params, costs['inference'].params) == (42_249_370, 40_347_762)
 

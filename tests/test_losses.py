@@ -1,4 +1,4 @@
-"""Losses against float64 NumPy references written from the spec (§3.1)."""
+"""Losses against float64 NumPy references written from docs/method.md §Losses."""
 
 from typing import NamedTuple, Optional
 
@@ -57,7 +57,7 @@ def _logits(rng, mask, num_classes, kind):
 
 
 # ---------------------------------------------------------------------------
-# float64 NumPy references, following the spec literally.
+# float64 NumPy references, following docs/method.md §Losses literally.
 
 
 def np_cross_entropy(logits, labels):
@@ -109,7 +109,7 @@ def np_avg_pool3(x):
 
 
 def np_rmi_parts(logits, labels, num_classes, eps=5e-4):
-  """Steps 1-10 of spec §3.1 RMI; returns (bce, rmi)."""
+  """Steps 1-9 of docs/method.md §RMI; returns (bce, rmi)."""
   z = np.asarray(logits, np.float64)
   valid = labels < num_classes
   y = np.eye(num_classes)[np.where(valid, labels, 0)] * valid[..., None]
@@ -158,7 +158,7 @@ def literal_rmi(logits, labels, num_classes, eps=5e-4):
   """The official formula as written (general inverse, then subtract).
 
   Runs in the dtype of `logits`: float64 under x64 gives the gradient
-  reference; float32 shows why decision 9.6 exists.
+  reference; float32 shows why docs/method.md D6 exists.
   """
   z = logits
   dt = z.dtype
@@ -369,7 +369,7 @@ def test_rmi_gradient_matches_float64_literal():
 
 
 def test_literal_float32_rmi_fails_on_perfect_predictions():
-  """Why decision 9.6 exists: the literal float32 A cancels to garbage."""
+  """Why docs/method.md D6 exists: the literal float32 A cancels to garbage."""
   rng = np.random.default_rng(9)
   m = _masks(rng, 2, 512, 512, 3)
   mj = jnp.asarray(m)

@@ -42,7 +42,7 @@ def div(a, b):
 
 
 def ref_class_metrics(m, k):
-  """Spec 5.3 formulas for class k with plain Python scalars."""
+  """The formulas of docs/method.md §Metric definitions for class k with plain Python scalars."""
   m = np.asarray(m, np.float64)
   total = m.sum()
   tp = m[k, k]

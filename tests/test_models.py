@@ -1,4 +1,4 @@
-"""Pins DS2F-UNet to the spec: parameter counts, shapes, layouts and PyTorch semantics."""
+"""Pins DS2F-UNet to docs/method.md: parameter counts, shapes, layouts and PyTorch semantics."""
 
 import math
 

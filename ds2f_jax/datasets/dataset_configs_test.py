@@ -19,7 +19,7 @@ def test_config_matches_its_builder(name):
   h, w = config.data.hr_size
   assert h % config.model.upscale == 0 and w % config.model.upscale == 0
   assert config.model.num_classes == len(builder_cls.CLASS_NAMES)
-  assert config.batch_size >= 2  # BatchNorm (docs/ds2f_method.md §8.19).
+  assert config.batch_size >= 2  # BatchNorm (docs/method.md §Training recipe).
   assert config.num_train_steps > 0
 
 

@@ -1,4 +1,4 @@
-"""The DeepLabV3+ encoder and decoder of DS2F-DeepLabV3+ (spec §1.3, §2.3, decision 9.4).
+"""The DeepLabV3+ encoder and decoder of DS2F-DeepLabV3+ (docs/method.md §DeepLabV3+, D4).
 
 Encoder = ResNet v1.5 backbone + ASPP, shared by both streams; it returns the
 stride-4 low-level features and the ASPP output. Each stream has its own
@@ -16,7 +16,7 @@ from ds2f_jax.models.layers import Conv, ConvBNAct, batch_norm, max_pool_3x3_s2,
 # Bottleneck blocks per stage.
 RESNET_DEPTHS = {'resnet50': (3, 4, 6, 3), 'resnet101': (3, 4, 23, 3)}
 # output_stride -> stage strides and ASPP rates. The official "OS8" leaves layer3
-# undilated (spec §8 item 6); both settings dilate layer4 by 2 x multi-grid.
+# undilated (docs/method.md §DeepLabV3+); both settings dilate layer4 by 2 x multi-grid.
 OUTPUT_STRIDES = {8: ((1, 2, 1, 1), (12, 24, 36)), 16: ((1, 2, 2, 1), (6, 12, 18))}
 STAGE_DILATIONS = (1, 1, 1, 2)
 MULTI_GRID = (1, 2, 4)  # Per-block factors of layer4's dilation: 2, 4, 8.

@@ -2,7 +2,7 @@
 
 The architecture-specific parts (encoder, decoders) come in as modules, so the
 UNet and DeepLabV3+ variants share one definition of the streams, the proxy task
-and the train/inference split (spec §1.1, decisions 9.2-9.3).
+and the train/inference split (docs/method.md §Architecture, D2-D3).
 """
 
 from typing import NamedTuple

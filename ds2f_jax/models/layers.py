@@ -1,7 +1,8 @@
 """Building blocks with PyTorch semantics: init, conv, BN, resampling, PixelShuffle.
 
-The official model is PyTorch; these blocks reproduce its defaults (spec §2, §2.4,
-§2.5) so that parameter counts, initial statistics and shapes match it exactly.
+The official model is PyTorch; these blocks reproduce its defaults (docs/method.md
+§Initialisation, §Resampling and BatchNorm) so that parameter counts, initial statistics
+and shapes match it exactly.
 All tensors are NHWC.
 """
 

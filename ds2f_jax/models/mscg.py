@@ -1,4 +1,4 @@
-"""The Shared Feature Extraction Module: MSCG = CrossGL(Gate(RCAB -> MSConv)) (spec §2.2).
+"""Shared Feature Extraction Module: MSCG = CrossGL(Gate(RCAB -> MSConv)), docs/method.md §MSCG.
 
 Training only: its outputs go back through the shared task heads (the proxy task),
 so it shapes the encoder and heads through gradients and never runs at inference.
@@ -14,7 +14,7 @@ class RCAB(nn.Module):
   """Two bias-ful depthwise 3x3 convs, then a sigmoid gate from a 1x1 MLP.
 
   The official code (91776aa) has no global pooling, so the gate is per pixel;
-  `global_pool=True` restores the earlier SE-style channel attention (decision 9.1).
+  `global_pool=True` restores the earlier SE-style channel attention (docs/method.md D1).
   """
   reduction: int = 4
   global_pool: bool = False

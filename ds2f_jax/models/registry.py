@@ -69,7 +69,7 @@ def validate(cfg):
     raise ValueError(f'model.name={cfg.name!r} is unknown; choose one of {sorted(_BUILDERS)}')
   if cfg.num_classes < 2:
     raise ValueError(f'model.num_classes={cfg.num_classes}: binary tasks use 2 classes with '
-                     'softmax CE (decision 9.7); 1 is not supported')
+                     'softmax CE (docs/method.md D7); 1 is not supported')
   if int(cfg.upscale) != cfg.upscale or cfg.upscale < 1:
     raise ValueError(f'model.upscale={cfg.upscale} must be a positive integer')
   if cfg.variant not in ds2f.VARIANTS:

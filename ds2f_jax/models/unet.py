@@ -1,4 +1,4 @@
-"""The UNet encoder and decoder of DS2F-UNet (spec §1.2, §2.1)."""
+"""The UNet encoder and decoder of DS2F-UNet (docs/method.md §UNet)."""
 
 import flax.linen as nn
 import jax.numpy as jnp

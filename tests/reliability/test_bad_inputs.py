@@ -149,7 +149,7 @@ CASES = [
      r"flag', 'maybe'\)", 'workdir'),
     ('num_classes_1', 'model.num_classes=1', lambda c: c.train(**{'model.num_classes': 1}),
      ValueError, r'model\.num_classes=1: binary tasks use 2 classes with softmax CE '
-     r'\(decision 9\.7\); 1 is not supported', 'workdir'),
+     r'\(docs/method\.md D7\); 1 is not supported', 'workdir'),
     ('num_classes_vs_dataset', "num_classes not the dataset's",
      lambda c: c.train(**{'model.num_classes': 3}), ValueError,
      r"model\.num_classes=3 but dataset 'synthetic_fundus' has 2 classes \(background, "
