@@ -234,3 +234,20 @@ def test_out_of_memory_exits_2_at_once_with_one_line(tmp_path, synthetic_data_di
   print(f'exited {ended - fired:.1f} s after the failure')
   assert ended - fired < OOM_EXIT_S, f'exited {ended - fired:.1f} s after the failure'
   assert not (w / workdir_lock.LOCK_NAME).exists()
+
+
+def test_docs_state_the_new_cases_and_their_messages():
+  with open(os.path.join(th.ROOT, 'docs', 'reliability.md'), encoding='utf-8') as f:
+    doc = f.read()
+  for phrase in ('optim.learning_rate=nan must be a finite number',
+                 'optim.momentum=1.0 must be in [0, 1)',
+                 'went non-finite in updated parameters / optimiser state',
+                 '| 130 | interrupted: Ctrl-C (SIGINT)',
+                 'interrupted (SIGINT) at step N',
+                 'out of memory: 4096.0 GiB of device memory could not be allocated for '
+                 'batch_size=20000',
+                 'refused unread, it would inflate to',
+                 'two files in the manual dir could be',
+                 'Non-finite metric values are written as `null`',
+                 'incomplete.XXXXXX_<version>'):
+    assert phrase in doc, phrase
