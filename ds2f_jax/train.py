@@ -47,9 +47,14 @@ def validate_config(config) -> None:
   registry.check_input_size(config.model, (hr[0] // r, hr[1] // r))
   registry.check_batch_size(config.model, config.batch_size)
   for key in ('num_train_steps', 'batch_size', 'log_every_steps', 'checkpoint_every_steps',
-              'eval_every_steps', 'grad_accum_steps'):
+              'eval_every_steps', 'grad_accum_steps', 'keep_checkpoints'):
     if config[key] < 1:
       raise ValueError(f'{key}={config[key]} must be >= 1')
+  for key in ('num_workers', 'prefetch'):  # 0 reads on the training thread.
+    if config.data[key] < 0:
+      raise ValueError(f'data.{key}={config.data[key]} must be >= 0')
+  if config.eval.batch_size < 0:
+    raise ValueError(f'eval.batch_size={config.eval.batch_size} must be >= 0 (0: batch_size)')
   if int(config.seed) != config.seed or config.seed < 0:
     raise ValueError(f'seed={config.seed} must be a non-negative integer')
   if config.dtype not in ('float32', 'bfloat16'):

@@ -34,13 +34,19 @@ from tests.reliability import trainer_harness as th
     ('optim.warmup_steps', -3, r'optim\.warmup_steps=-3 must be >= 0'),
     ('loss.mse_weight', -1.0, r'loss\.mse_weight=-1\.0 must be >= 0'),
     ('loss.ssim_data_range', 0.0, r'loss\.ssim_data_range=0\.0 must be > 0'),
+    ('keep_checkpoints', 0, r'keep_checkpoints=0 must be >= 1'),
+    ('data.num_workers', -1, r'data\.num_workers=-1 must be >= 0'),
+    ('eval.batch_size', -2, r'eval\.batch_size=-2 must be >= 0 \(0: batch_size\)'),
 ], ids=['lr_nan', 'lr_inf', 'lr_zero', 'lr_negative', 'weight_decay_negative', 'momentum_one',
         'momentum_negative', 'poly_power_zero', 'warmup_negative', 'loss_weight_negative',
-        'ssim_range_zero'])
+        'ssim_range_zero', 'keep_zero', 'workers_negative', 'eval_batch_negative'])
 def test_invalid_optimiser_numbers_are_refused_before_the_workdir(tiny_config, tmp_path, key,
                                                                   value, message):
-  group, leaf = key.split('.')
-  tiny_config[group][leaf] = value
+  node = tiny_config
+  *parents, leaf = key.split('.')
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
   w = tmp_path / 'w'
   with pytest.raises(ValueError, match=f'^{message}$'):
     train.train_and_evaluate(tiny_config, str(w))
