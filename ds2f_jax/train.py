@@ -277,7 +277,7 @@ def out_of_memory_error(config, e: BaseException) -> errors.OutOfMemoryError | N
   MemoryError on the host), naming what did not fit and what to lower; None for others."""
   text = str(e)
   if isinstance(e, MemoryError):
-    what = 'host memory for a batch'
+    what = 'host memory'
   elif 'RESOURCE_EXHAUSTED' in text:
     m = re.search(r'allocat\w*\s+([\d.]+\s*[KMGTP]?i?B|\d+ bytes)', text)
     size = m.group(1) if m else 'a buffer'

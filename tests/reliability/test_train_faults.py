@@ -257,3 +257,16 @@ def test_docs_state_the_new_cases_and_their_messages():
                  'Non-finite metric values are written as `null`',
                  'incomplete.XXXXXX_<version>'):
     assert phrase in doc, phrase
+
+
+@pytest.mark.parametrize('error, what', [
+    (RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to allocate 25769803776 '
+                  'bytes.'), '24.0 GiB of device memory'),
+    (RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to allocate 12.34GiB.'),
+     '12.34GiB of device memory'),
+    (MemoryError(), 'host memory'),
+], ids=['gpu_bytes', 'gpu_gib', 'host'])
+def test_out_of_memory_messages_name_the_size(tiny_config, error, what):
+  msg = str(train.out_of_memory_error(tiny_config, error))
+  assert msg.startswith(f'out of memory: {what} could not be allocated for batch_size='), msg
+  assert train.out_of_memory_error(tiny_config, RuntimeError('INTERNAL: other')) is None
