@@ -27,8 +27,8 @@ from ds2f_jax import errors
 
 # Scalars that say nothing about the step's numerics (schedules, host timings).
 _NOT_CHECKED = ('lr', 'images_per_s')
-# The step's scalar bool "the updated parameters, BatchNorm statistics and optimiser
-# state are finite"; read by `Monitor.check` and never logged.
+# The step's scalar "the updated parameters, BatchNorm statistics and optimiser state
+# are finite" (1.0, else 0.0); read by `Monitor.check` and never logged.
 STATE_FINITE = 'state_finite'
 _STATE_PART = 'updated parameters / optimiser state'
 

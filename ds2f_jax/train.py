@@ -172,7 +172,7 @@ def make_train_step(config, model, tx, mesh):
     # A non-finite step never reaches the state; the host stops or skips (nonfinite.py).
     # What the step writes is checked too: a NaN learning rate leaves the loss finite.
     state_ok = nonfinite.tree_is_finite((params, batch_stats, opt_state))
-    scalars[nonfinite.STATE_FINITE] = state_ok
+    scalars[nonfinite.STATE_FINITE] = state_ok.astype(jnp.float32)  # Scalars are all float32.
     ok = nonfinite.all_finite(loss, parts, grad_norm) & state_ok
     params, batch_stats, opt_state = nonfinite.guard(
         ok, (params, batch_stats, opt_state), (state.params, state.batch_stats, state.opt_state))
