@@ -22,7 +22,10 @@ workdir they must all see (a shared filesystem or a GCS bucket).
 from __future__ import annotations
 
 from collections.abc import Mapping
+import contextlib
 import os
+import re
+import shutil
 
 from absl import logging
 
@@ -102,13 +105,61 @@ def prepare_dataset(data_cfg):
   building into one directory at once.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from ds2f_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   if not _multi_process():
-    return input_pipeline.prepare(data_cfg)
+    return _prepare_locked(data_cfg)
   builder = None
   if jax.process_index() == 0:
-    builder = input_pipeline.prepare(data_cfg)
+    builder = _prepare_locked(data_cfg)
   barrier('ds2f_prepare_dataset')
   if builder is None:
-    builder = input_pipeline.prepare(data_cfg)
+    builder = _prepare_locked(data_cfg)
   return builder
+
+
+PREPARE_LOCK = '.{version}.prepare.lock'
+
+
+def _prepare_locked(data_cfg):
+  """Builds the dataset (if needed) holding an flock next to its version directory, and
+  first deletes the `incomplete.*` directories of that version that a killed build left.
+
+  TFDS builds into `<config dir>/incomplete.<6 random chars>_<version>` and renames it
+  when done; a build killed by kill -9 leaves it behind for good. Every build started
+  here holds the lock, so one seen while holding it is no live process's work.
+  (Not on remote filesystems such as gs://, which have no flock: prepared as before.)
+  """
+  from ds2f_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  builder = input_pipeline.get_builder(data_cfg)
+  version_dir = os.fspath(builder.data_dir).rstrip('/')
+  if builder.is_prepared() or '://' in version_dir:
+    return input_pipeline.prepare(data_cfg)
+  parent, version = os.path.split(version_dir)
+  os.makedirs(parent, exist_ok=True)
+  with _flock(os.path.join(parent, PREPARE_LOCK.format(version=version))) as locked:
+    for name in sorted(os.listdir(parent)) if locked else ():
+      if re.fullmatch(rf'incomplete\.[A-Z0-9]{{6}}_{re.escape(version)}', name):
+        path = os.path.join(parent, name)
+        shutil.rmtree(path, ignore_errors=True)
+        logging.warning('Deleted %s, left by a dataset build that was killed.', path)
+    return input_pipeline.prepare(data_cfg)
+
+
+@contextlib.contextmanager
+def _flock(path: str):
+  """An exclusive flock on `path`, waiting (with a log line) while another process holds
+  it; yields False where the filesystem has no flock (nothing is then cleaned)."""
+  import fcntl  # pylint: disable=g-import-not-at-top
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      locked = True
+    except BlockingIOError:
+      logging.info('Waiting for another process preparing the dataset (%s).', path)
+      fcntl.flock(fd, fcntl.LOCK_EX)
+      locked = True
+    except OSError:  # ENOLCK, EOPNOTSUPP: no flock on this filesystem.
+      locked = False
+    yield locked
+  finally:
+    os.close(fd)

@@ -12,6 +12,10 @@ exists; meanwhile the harness sends kill -9 or SIGTERM, or inspects the
 workdir. Points: 'step' (after step N's logging, evaluation and checkpoint
 calls), 'eval' (before step N's evaluation) and 'save' (inside the background
 save of step N, after every file is written and before the commit rename).
+
+`DS2F_FAULT_OOM=N` makes training step N fail as a real out-of-memory does:
+`out_of_memory(N)` asks XLA for a 4 TiB buffer, and XLA's allocator raises
+its own RESOURCE_EXHAUSTED error (the type and text a too-large batch gets).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import time
 
 PAUSE_ENV = 'DS2F_FAULT_PAUSE'
 DIR_ENV = 'DS2F_FAULT_DIR'
+OOM_ENV = 'DS2F_FAULT_OOM'
+_OOM_BYTES = 2**42  # More than any test machine has: the allocation fails at once.
 _MAX_PAUSE_S = 600  # A harness that died must not leave the trainer waiting forever.
 _EXIT_ABANDONED = 97
 
@@ -51,3 +57,14 @@ def reached(point: str, step: int) -> None:
       print(f'fault point: nobody resumed {name}; exiting', file=sys.stderr, flush=True)
       os._exit(_EXIT_ABANDONED)  # pylint: disable=protected-access
     time.sleep(0.02)
+
+
+def out_of_memory(step: int) -> None:
+  """Raises XLA's RESOURCE_EXHAUSTED at `step` if DS2F_FAULT_OOM names it; otherwise nothing."""
+  if os.environ.get(OOM_ENV, '').strip() != str(int(step)):
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  print(f'fault point: out of memory at step {int(step)} (pid {os.getpid()})', file=sys.stderr,
+        flush=True)
+  jax.block_until_ready(jax.jit(lambda: jnp.ones((_OOM_BYTES,), jnp.uint8))())

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import importlib
 import os
 import pathlib
+import threading
 from typing import Any
 
 import grain
@@ -341,8 +342,12 @@ def train_dataset(
     *,
     process_index: int = 0,
     process_count: int = 1,
+    stop: threading.Event | None = None,
 ) -> grain.MapDataset:
   """Item `ds[step]` is this process's part of the global batch of `step`.
+
+  Once `stop` is set, loading an element raises `Stopped`: a reader thread
+  half-way through a large batch gives up within one example.
 
   The split is reshuffled every epoch and repeats forever; the stream of
   examples runs across epoch boundaries (every batch is full). Element `g` of
@@ -372,6 +377,8 @@ def train_dataset(
   num_classes = int(config.model.num_classes)
 
   def load(index: int, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    if stop is not None and stop.is_set():
+      raise Stopped('the train iterator was closed')
     rng = np.random.default_rng([augment_seed, index])
     example = make_example(
         record, hr_size, upscale, rng if do_augment else None, variant,
@@ -418,12 +425,38 @@ def train_iterator(
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Batches of steps start_step, start_step + 1, ... prepared by threads."""
+  """Batches of steps start_step, start_step + 1, ... prepared by threads.
+
+  Call `close()` when done: it cancels the batches read ahead and stops the
+  threads mid-batch. Without it, Python waits at exit for every queued batch
+  (minutes for a large batch_size after a failed step: the run never ends).
+  """
+  stop = threading.Event()
   ds = train_dataset(
-      config, process_index=process_index, process_count=process_count
+      config, process_index=process_index, process_count=process_count, stop=stop
   )
   ds = ds.slice(slice(int(start_step), None))
-  return iter(ds.to_iter_dataset(read_options(config)))
+  return TrainIterator(iter(ds.to_iter_dataset(read_options(config))), stop)
+
+
+class Stopped(RuntimeError):
+  """Raised in a reader thread whose iterator was closed."""
+
+
+class TrainIterator(Iterator[dict[str, np.ndarray]]):
+  """grain's prefetching iterator, with a `close()` that does not wait for its threads."""
+
+  def __init__(self, it, stop: threading.Event):
+    self._it, self._stop = it, stop
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return next(self._it)
+
+  def close(self) -> None:
+    self._stop.set()  # Running batches abort at their next example ...
+    close = getattr(self._it, 'close', None)
+    if close is not None:
+      close()  # ... queued ones are cancelled.
 
 
 # ----------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """NaN / Inf in a train step: the update is never applied, and the run stops or counts it.
 
 Inside the jitted step, `guard` keeps the previous parameters, BatchNorm
-statistics and optimiser state whenever the loss, a loss part or the gradient
-norm is not finite, so a bad step can never reach the state in memory or a
-checkpoint. The host learns about it without a per-step device sync: the
+statistics and optimiser state whenever the loss, a loss part, the gradient
+norm or the updated state itself (`tree_is_finite`: a finite loss and finite
+gradients still give NaN parameters under a NaN learning rate, or Inf ones
+after an overflowing update) is not finite, so a bad step can never reach the
+state in memory or a checkpoint. The host learns about it without a per-step device sync: the
 step's scalars are fetched at the points the loop syncs anyway (logging,
 evaluation, checkpointing) and `Monitor.check` reads them there. By default
 the run then stops with `errors.NonFiniteError` naming the step and the parts
@@ -18,12 +20,43 @@ from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 
 from ds2f_jax import errors
 
 # Scalars that say nothing about the step's numerics (schedules, host timings).
 _NOT_CHECKED = ('lr', 'images_per_s')
+# The step's scalar "the updated parameters, BatchNorm statistics and optimiser state
+# are finite" (1.0, else 0.0); read by `Monitor.check` and never logged.
+STATE_FINITE = 'state_finite'
+_STATE_PART = 'updated parameters / optimiser state'
+
+
+def tree_is_finite(tree) -> jax.Array:
+  """A scalar bool: every floating-point leaf of `tree` is free of NaN and Inf.
+
+  Works inside jit (one fused reduction per leaf, and-ed) and on host arrays;
+  integer leaves (step counters) are ignored. Used by the train step on what it
+  writes, and by readers of a checkpoint to refuse a NaN model.
+  """
+  ok = jnp.array(True)
+  for x in jax.tree_util.tree_leaves(tree):
+    if jnp.issubdtype(jnp.result_type(x), jnp.inexact):
+      ok = ok & jnp.all(jnp.isfinite(x))
+  return ok
+
+
+def nonfinite_leaves(tree) -> list[str]:
+  """Host side: the paths ('params/encoder/.../kernel') of floating-point leaves holding
+  NaN or Inf, in tree order, for an error message naming them."""
+  bad = []
+  for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.inexact) and not np.isfinite(x).all():
+      bad.append('/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
+                          for k in path))
+  return bad
 
 
 def all_finite(loss: jax.Array, parts: Mapping[str, jax.Array], grad_norm: jax.Array) -> jax.Array:
@@ -72,13 +105,17 @@ class Monitor:
     kept = []
     for i, row in enumerate(jax.device_get(list(rows))):
       row = {k: float(v) for k, v in row.items()}
+      state_ok = bool(row.pop(STATE_FINITE, True))
       keys = culprits(row)
-      if not keys:
+      if not keys and state_ok:
         kept.append(row)
         continue
       step = first_step + i
       bad = ['gradients' if k == 'grad_norm' else k for k in keys]
       values = ', '.join(f'{k}={row[k]}' for k in keys)
+      if not keys:  # Finite loss and gradients, yet the update is not: say what fed it.
+        bad = [_STATE_PART]
+        values = f'loss={row.get("loss")}, grad_norm={row.get("grad_norm")}, lr={row.get("lr")}'
       if not self.skip:
         raise errors.NonFiniteError(
             f'training step {step} went non-finite in {", ".join(bad)} ({values}); stopped '

@@ -36,6 +36,35 @@ def _plain(v):
   return v.item() if v.ndim == 0 else v.tolist()
 
 
+def json_safe(value):
+  """`value` with every NaN / Inf float replaced by None, so that it serialises as strict
+  JSON (`null`) that every reader accepts; docs/reliability.md states the convention."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {k: json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  return value
+
+
+def json_line(row: dict) -> str:
+  """One strict-JSON record (no NaN / Infinity tokens), for metrics.jsonl and metrics.json."""
+  return json.dumps(json_safe(row), allow_nan=False)
+
+
+def _ends_mid_line(path: str) -> bool:
+  try:
+    with open(path, 'rb') as f:
+      f.seek(0, os.SEEK_END)
+      if f.tell() == 0:
+        return False
+      f.seek(-1, os.SEEK_END)
+      return f.read(1) != b'\n'
+  except OSError:
+    return False
+
+
 class MetricWriter:
   """Appends one JSON object per logged step to WORKDIR/metrics.jsonl and mirrors
   scalars and images to TensorBoard."""
@@ -46,7 +75,10 @@ class MetricWriter:
     self._tb = None
     if not self.enabled:
       return
-    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+    path = os.path.join(workdir, 'metrics.jsonl')
+    self._jsonl = open(path, 'a', encoding='utf-8')
+    if _ends_mid_line(path):  # A kill cut the last record: keep it apart from ours.
+      self._jsonl.write('\n')
     try:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
@@ -57,7 +89,7 @@ class MetricWriter:
     if not self.enabled:
       return
     row = {'step': int(step), **{k: _plain(v) for k, v in scalars.items()}}
-    self._jsonl.write(json.dumps(row) + '\n')
+    self._jsonl.write(json_line(row) + '\n')
     self._jsonl.flush()
     if self._tb is not None:
       for k, v in row.items():

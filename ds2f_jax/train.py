@@ -8,7 +8,10 @@ machine has nothing else); so is clu (the loop's averages and parameter table).
 """
 
 import json
+import math
 import os
+import re
+import sys
 import time
 from typing import Any
 
@@ -44,15 +47,53 @@ def validate_config(config) -> None:
   registry.check_input_size(config.model, (hr[0] // r, hr[1] // r))
   registry.check_batch_size(config.model, config.batch_size)
   for key in ('num_train_steps', 'batch_size', 'log_every_steps', 'checkpoint_every_steps',
-              'eval_every_steps', 'grad_accum_steps'):
+              'eval_every_steps', 'grad_accum_steps', 'keep_checkpoints'):
     if config[key] < 1:
       raise ValueError(f'{key}={config[key]} must be >= 1')
+  for key in ('num_workers', 'prefetch'):  # 0 reads on the training thread.
+    if config.data[key] < 0:
+      raise ValueError(f'data.{key}={config.data[key]} must be >= 0')
+  if config.eval.batch_size < 0:
+    raise ValueError(f'eval.batch_size={config.eval.batch_size} must be >= 0 (0: batch_size)')
   if int(config.seed) != config.seed or config.seed < 0:
     raise ValueError(f'seed={config.seed} must be a non-negative integer')
   if config.dtype not in ('float32', 'bfloat16'):
     raise ValueError(f"dtype={config.dtype!r} must be 'float32' or 'bfloat16'")
   if config.optim.name not in ('sgd', 'adamw'):
     raise ValueError(f"optim.name={config.optim.name!r} must be 'sgd' or 'adamw'")
+  _validate_numbers(config)
+
+
+def _validate_numbers(config) -> None:
+  """Optimiser and loss numbers that would train a NaN or meaningless model."""
+  def number(key):
+    node = config
+    for part in key.split('.'):
+      node = node[part]
+    try:
+      value = float(node)
+    except (TypeError, ValueError):
+      raise ValueError(f'{key}={node!r} must be a number') from None
+    if not math.isfinite(value):
+      raise ValueError(f'{key}={node} must be a finite number')
+    return value
+
+  o = 'optim.'
+  if number(o + 'learning_rate') <= 0:
+    raise ValueError(f'optim.learning_rate={config.optim.learning_rate} must be > 0')
+  if number(o + 'weight_decay') < 0:
+    raise ValueError(f'optim.weight_decay={config.optim.weight_decay} must be >= 0')
+  if not 0 <= number(o + 'momentum') < 1:
+    raise ValueError(f'optim.momentum={config.optim.momentum} must be in [0, 1)')
+  if number(o + 'poly_power') <= 0:
+    raise ValueError(f'optim.poly_power={config.optim.poly_power} must be > 0')
+  if number(o + 'warmup_steps') < 0:
+    raise ValueError(f'optim.warmup_steps={config.optim.warmup_steps} must be >= 0')
+  for key in ('ce_weight', 'mse_weight', 'ssim_weight', 'rmi_weight'):
+    if key in config.loss and number(f'loss.{key}') < 0:
+      raise ValueError(f'loss.{key}={config.loss[key]} must be >= 0')
+  if 'ssim_data_range' in config.loss and number('loss.ssim_data_range') <= 0:
+    raise ValueError(f'loss.ssim_data_range={config.loss.ssim_data_range} must be > 0')
 
 
 def lr_schedule(config) -> optax.Schedule:
@@ -124,7 +165,10 @@ def make_train_step(config, model, tx, mesh):
     grad_norm = optax.global_norm(grads)
     scalars = {'loss': loss, **parts, 'lr': schedule(opt_step), 'grad_norm': grad_norm}
     # A non-finite step never reaches the state; the host stops or skips (nonfinite.py).
-    ok = nonfinite.all_finite(loss, parts, grad_norm)
+    # What the step writes is checked too: a NaN learning rate leaves the loss finite.
+    state_ok = nonfinite.tree_is_finite((params, batch_stats, opt_state))
+    scalars[nonfinite.STATE_FINITE] = state_ok.astype(jnp.float32)  # Scalars are all float32.
+    ok = nonfinite.all_finite(loss, parts, grad_norm) & state_ok
     params, batch_stats, opt_state = nonfinite.guard(
         ok, (params, batch_stats, opt_state), (state.params, state.batch_stats, state.opt_state))
     new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
@@ -178,6 +222,20 @@ def _prepare_workdir(workdir: str) -> str:
   return workdir
 
 
+def _write_config(config, workdir: str) -> None:
+  path = os.path.join(workdir, 'config.json')
+  with open(path + '.tmp', 'w') as f:
+    json.dump(config.to_dict(), f, indent=2, default=list)
+  os.replace(path + '.tmp', path)
+
+
+def _newest_good(mngr) -> str:
+  step = mngr.latest_step()
+  if step is None:
+    return f'No checkpoint was saved in {mngr.directory}.'
+  return f'The newest good checkpoint is step {step} in {mngr.directory}.'
+
+
 def _mean_scalars(rows: list[dict]) -> dict:
   """The mean of each scalar over the logged steps: one clu.metrics.Average per key."""
   from clu import metrics as clu_metrics  # pylint: disable=g-import-not-at-top  # Loop only.
@@ -195,24 +253,54 @@ def train_and_evaluate(config, workdir: str) -> dict:
   the last logged scalars.
 
   Holds WORKDIR/train.lock throughout (a second trainer is refused). Stops early
-  with `errors.Preempted` after SIGTERM (a checkpoint at the current step is
-  saved first) or `errors.NonFiniteError` (docs/reliability.md).
+  with `errors.Preempted` after SIGTERM, `errors.Interrupted` after Ctrl-C (a
+  checkpoint at the current step is saved first in both) or
+  `errors.NonFiniteError` (docs/reliability.md).
   """
   validate_config(config)
   workdir = _prepare_workdir(workdir)
   single = jax.process_count() == 1
   with workdir_lock.hold(workdir, enabled=jax.process_index() == 0), \
-      preemption.SigtermWatch(enabled=single) as sigterm:
-    return _train(config, workdir, sigterm)
+      preemption.StopSignals(enabled=single) as signals:
+    try:
+      return _train(config, workdir, signals)
+    except errors.Interrupted as e:  # A SystemExit: nobody else prints its line.
+      print(e.message, file=sys.stderr, flush=True)  # Once the save has finished.
+      raise
+    except (jax.errors.JaxRuntimeError, MemoryError) as e:
+      oom = out_of_memory_error(config, e)
+      if oom is None:
+        raise
+      raise oom from None
 
 
-def _train(config, workdir: str, sigterm: preemption.SigtermWatch) -> dict:
+def out_of_memory_error(config, e: BaseException) -> errors.OutOfMemoryError | None:
+  """The one-line error for an allocation failure (XLA's RESOURCE_EXHAUSTED on a device,
+  MemoryError on the host), naming what did not fit and what to lower; None for others."""
+  text = str(e)
+  if isinstance(e, MemoryError):
+    what = 'host memory'
+  elif 'RESOURCE_EXHAUSTED' in text:
+    m = re.search(r'allocat\w*\s+([\d.]+\s*[KMGTP]?i?B|\d+ bytes)', text)
+    size = m.group(1) if m else 'a buffer'
+    if m and size.endswith(' bytes'):
+      size = f'{int(size.split()[0]) / 2**30:.1f} GiB'
+    what = f'{size} of device memory'
+  else:
+    return None
+  (h, w), (hh, ww) = imaging.input_size(config), tuple(config.data.hr_size)
+  crop = tuple(config.data.crop_size)
+  return errors.OutOfMemoryError(
+      f'out of memory: {what} could not be allocated for batch_size={config.batch_size} '
+      f'(LR {h}x{w} -> HR {hh}x{ww}{f", crop {crop[0]}x{crop[1]}" if crop else ""}, '
+      f'model.name={config.model.name!r}, model.width={config.model.width}, '
+      f'dtype={config.dtype}); lower --config.batch_size (--config.grad_accum_steps keeps the '
+      'effective batch), or data.crop_size, or set --config.remat=True')
+
+
+def _train(config, workdir: str, signals: preemption.StopSignals) -> dict:
   from clu import parameter_overview  # pylint: disable=g-import-not-at-top
   from ds2f_jax import input_pipeline, visualize  # pylint: disable=g-import-not-at-top
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      json.dump(config.to_dict(), f, indent=2, default=list)
-
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
   builder = distributed.prepare_dataset(config.data)
@@ -239,6 +327,10 @@ def _train(config, workdir: str, sigterm: preemption.SigtermWatch) -> dict:
                  workdir)
     mngr.close()
     return {}
+  # Only now, with every check passed (data, splits, a resumable checkpoint of this
+  # model): a refused run must not leave a config.json describing a model never trained.
+  if jax.process_index() == 0:
+    _write_config(config, workdir)
 
   train_step = make_train_step(config, model, tx, mesh)
   eval_step = make_eval_step(config, model, mesh)
@@ -248,13 +340,15 @@ def _train(config, workdir: str, sigterm: preemption.SigtermWatch) -> dict:
       config, start_step, process_index=jax.process_index(), process_count=jax.process_count())
   monitor = nonfinite.Monitor(
       config.train.skip_nonfinite_steps,
-      where=lambda: f'The newest good checkpoint is step {mngr.latest_step()} in {mngr.directory}.')
+      where=lambda: _newest_good(mngr))
 
   pending, unchecked, last = [], [], {}
   t_log, s_log, saved = None, start_step, start_step
   try:
     for step in range(start_step, total):
-      state, scalars = train_step(state, sharding.put_batch(next(batches), mesh))
+      batch = sharding.put_batch(next(batches), mesh)
+      fault_points.out_of_memory(step + 1)
+      state, scalars = train_step(state, batch)
       unchecked.append(scalars)
       done = step + 1
       if t_log is None:  # The first step compiles; time throughput from its end.
@@ -291,15 +385,14 @@ def _train(config, workdir: str, sigterm: preemption.SigtermWatch) -> dict:
       progress.update(done, {k: last[k] for k in ('loss', 'images_per_s') if k in last}
                       if log_now else None)
       fault_points.reached('step', done)
-      if sigterm.requested or (jax.process_count() > 1 and mngr.reached_preemption(done)):
+      if signals.requested or (jax.process_count() > 1 and mngr.reached_preemption(done)):
         pending += monitor.check(done - len(unchecked) + 1, unchecked)
         unchecked = []
         if saved != done:
           checkpointing.save(mngr, done, state)
-        raise errors.Preempted(
-            f'preempted (SIGTERM) at step {done}: checkpoint saved in {mngr.directory}; run the '
-            'same command to resume', done)
+        raise signals.stop(done, mngr.directory)
   finally:
+    batches.close()  # Stops the reader threads now, not at interpreter exit (docs/reliability.md).
     try:
       checkpointing.finish(mngr)
     finally:

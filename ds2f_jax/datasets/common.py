@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import gzip
 import hashlib
 import io
 import os
@@ -40,6 +39,13 @@ _TAR_SUFFIXES = ('.tar', '.tar.gz', '.tgz', '.tar.bz2', '.tbz2', '.tar.xz',
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error,
                   zipfile.BadZipFile, tarfile.TarError,
                   Image.DecompressionBombError)
+# What one image file may hold: bounds checked on headers, before anything is
+# inflated or decoded, so that a small archive cannot fill memory (a zip member
+# that inflates to gigabytes, a PNG declaring a huge canvas). The largest
+# public fundus photos are ~12 megapixels (IDRiD, 4288 x 2848) and ~40 MB as
+# raw PPM; both limits leave a wide margin above that.
+MAX_FILE_BYTES = 256 * 2**20  # A file's bytes, after archive and '.gz' inflation.
+MAX_IMAGE_PIXELS = 64 * 10**6  # Width x height of a decoded image.
 # Lossy formats whose label maps carry compression noise around 0 and 255.
 _LOSSY_FORMATS = ('JPEG', 'MPO')
 
@@ -150,16 +156,59 @@ class Entry:
       with f:
         yield f
 
+  def size(self) -> int:
+    """Bytes the file holds (for a member: its uncompressed size, from the header)."""
+    if self.member is None:
+      return os.stat(self.file).st_size
+    handle = _archive(self.file, os.stat(self.file).st_mtime_ns)
+    if isinstance(handle, zipfile.ZipFile):
+      return handle.getinfo(self.member).file_size
+    return handle.getmember(self.member).size
+
   def read(self) -> bytes:
-    """The file's bytes; a trailing '.gz' is decompressed."""
+    """The file's bytes; a trailing '.gz' is decompressed.
+
+    At most MAX_FILE_BYTES are inflated: a larger file is refused by name
+    before it is read (zip and tar headers state the size; zipfile never
+    returns more than the header's size), a '.gz' that inflates beyond it is
+    refused when the bound is reached.
+    """
+    data = None
     try:
-      with self.open() as f:
-        data = f.read()
-      if self.path.lower().endswith('.gz'):
-        data = gzip.decompress(data)
+      size = self.size()
+      if size <= MAX_FILE_BYTES:
+        with self.open() as f:
+          data = f.read(MAX_FILE_BYTES + 1)
+        if self.path.lower().endswith('.gz'):
+          data = _gunzip_bounded(data)
     except _DECODE_ERRORS as e:
       raise ValueError(f'{self.name}: cannot read ({e})') from e
+    if size > MAX_FILE_BYTES or data is None:
+      raise _too_large(self.name, f'{size} bytes' if size > MAX_FILE_BYTES else
+                       f'more than {MAX_FILE_BYTES} bytes')
     return data
+
+
+class FileTooLargeError(ValueError):
+  """An image file above MAX_FILE_BYTES or MAX_IMAGE_PIXELS, refused unread."""
+
+
+def _too_large(name: str, what: str) -> FileTooLargeError:
+  return FileTooLargeError(
+      f'{name}: refused unread, it would inflate to {what}, more than an image file may '
+      f'hold here ({MAX_FILE_BYTES // 2**20} MiB, {MAX_IMAGE_PIXELS // 10**6} megapixels; '
+      'ds2f_jax/datasets/common.py MAX_FILE_BYTES, MAX_IMAGE_PIXELS)')
+
+
+def _gunzip_bounded(data: bytes) -> bytes | None:
+  """gzip's content, or None once it passes MAX_FILE_BYTES (never inflating more)."""
+  inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+  out = inflate.decompress(data, MAX_FILE_BYTES + 1)
+  if len(out) > MAX_FILE_BYTES:
+    return None
+  if not inflate.eof:
+    raise EOFError('truncated gzip stream')
+  return out
 
 
 @functools.lru_cache(maxsize=16)
@@ -259,21 +308,52 @@ def _index_archive(path: str, rel: str, shown: str) -> list[Entry]:
   return entries
 
 
+def _inner(entry: Entry) -> str:
+  """The path inside its archive (the path for a plain file), without '.gz', in lower
+  case (an extraction on a case-insensitive system may change it: '.JPG', '.jpg')."""
+  path = _clean_member(entry.member) if entry.member is not None else entry.path
+  path = path.lower()
+  return path[:-3] if path.endswith('.gz') else path
+
+
+def _tail_of(short: str, long: str) -> bool:
+  return long == short or long.endswith('/' + short)
+
+
+def _copies(a: Entry, b: Entry) -> bool:
+  """Whether two entries are one file stored twice: an archive next to its extracted
+  folder (the member's path is the tail of the plain file's), the same archive kept
+  twice (equal member paths), a '.gz' next to its inflated copy."""
+  ia, ib = _inner(a), _inner(b)
+  if (a.member is None) == (b.member is None):
+    return ia == ib
+  member, plain = (ia, ib) if a.member is not None else (ib, ia)
+  return _tail_of(member, plain)
+
+
 def find(entries: Iterable[Entry], pattern: str) -> dict[str, Entry]:
   """Maps the `id` group of a regex to the matching entry.
 
   The pattern is searched in `Entry.path`, so it should start at a path
   component ('(?:^|/)'); ids keep the publisher's case, so only extensions
-  should be matched case-insensitively ('(?i:jpe?g)'). An id found twice (an
-  archive next to its extracted folder) keeps the plain file, else the first
-  path in sorted order.
+  should be matched case-insensitively ('(?i:jpe?g)'). An id found twice as
+  copies of one file (`_copies`: an archive next to its extracted folder)
+  keeps the plain file; two different files for one id (a stray copy in
+  another folder) are refused, naming both: guessing would train on either.
   """
   rx = re.compile(pattern)
   found = {}
   for e in sorted(entries, key=lambda e: (e.member is not None, e.path)):
     m = rx.search(e.path)
-    if m and m.group('id') not in found:
-      found[m.group('id')] = e
+    if not m:
+      continue
+    key = m.group('id')
+    if key not in found:
+      found[key] = e
+    elif not _copies(found[key], e):
+      raise ValueError(
+          f'two files in the manual dir could be {key!r}: {found[key].name} and {e.name}; '
+          'move the one that does not belong out of the manual dir')
   return found
 
 
@@ -313,8 +393,13 @@ def missing_files_error(builder_name: str, root: str, missing: Sequence[str],
 
 def _open(data: bytes, name: str) -> Image.Image:
   try:
-    img = Image.open(io.BytesIO(data))
+    img = Image.open(io.BytesIO(data))  # Reads the header only.
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+      raise _too_large(name, f'{width}x{height} pixels')
     img.load()  # Pillow decodes lazily; truncation shows up only here.
+  except FileTooLargeError:
+    raise
   except _DECODE_ERRORS as e:
     raise ValueError(f'{name}: cannot decode image ({e})') from e
   return img
