@@ -120,6 +120,7 @@ def _jsonl(path):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_two_variants_one_seed_end_to_end(tiny_config, tmp_path, monkeypatch):
   cfg = tiny_config
   workdir = str(tmp_path / 'w')

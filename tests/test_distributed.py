@@ -116,6 +116,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_split_data_eval_checkpoints_and_reports(tmp_path):
   data_dir, workdir = str(tmp_path / 'tfds'), str(tmp_path / 'w')
   os.makedirs(workdir)

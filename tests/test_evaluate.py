@@ -205,6 +205,7 @@ def _reference_eval(cfg, restored, source):
           'fov/auc_roc': auc_exact.roc_auc(np.concatenate(scores), gt_fov == 1)}
 
 
+@pytest.mark.slow
 def test_train_eval_predict_end_to_end(tiny_config, tmp_path):
   cfg = tiny_config
   workdir = str(tmp_path / 'w')

@@ -60,6 +60,7 @@ def save_as_official_script(model, path):
               'lr_sche': sche.state_dict(), 'optimizer': opt.state_dict()}, path)
 
 
+@pytest.mark.slow
 def test_official_pth_import_export_matches_official_softmax(tmp_path):
   theirs = official_unet(64)
   pth = str(tmp_path / 'unet_best.pth')
@@ -198,6 +199,7 @@ def test_inference_only_checkpoint_imports_and_init_from_reuses_it(tmp_path, sma
     init_from.initialize(wider, fresh)
 
 
+@pytest.mark.slow
 def test_train_fine_tunes_an_import_and_init_from_starts_a_new_run(tmp_path, tiny_config):
   """--mode train on an imported workdir starts at step 0 from the official weights,
   and a new workdir with init_from pointing at the import takes the very same step."""

@@ -41,6 +41,8 @@ from configs import default  # pylint: disable=g-import-not-at-top
 from ds2f_jax import import_official, losses, train
 from ds2f_jax.models import layers, registry
 
+pytestmark = pytest.mark.slow  # Trains or compiles many programs: the full suite only.
+
 TOL = 1e-6
 LR_SIZE, R, BATCH, WIDTH = (32, 32), 2, 2, 64
 # Official top-level module -> our subtree.

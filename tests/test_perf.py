@@ -52,6 +52,7 @@ def _run_steps(cfg, batches, mesh, eval_after=None):
   return state, losses, conv_dtypes
 
 
+@pytest.mark.slow
 def test_bf16_tracks_float32_and_each_step_compiles_once(tiny_config):
   cfg32 = tiny_config
   cfg16 = cfg32.copy_and_resolve_references()
@@ -141,6 +142,7 @@ _BLOCKED_RUN = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_train_harness_runs_without_data_libraries():
   argv = ['--width', '4', '--lr-size', '32', '--batch-size', '2', '--steps', '2', '--warmup', '1',
           '--dtype', 'bfloat16', '--peak-tflops', '1']
@@ -247,6 +249,7 @@ def _random_batch(cfg, seed, batch_size=2):
           'mask': (rng.uniform(size=(batch_size, h, w)) < 0.1).astype(np.int32)}
 
 
+@pytest.mark.slow
 def test_remat_recomputes_but_changes_nothing(tiny_config):
   """config.remat wraps the UNet blocks in jax.checkpoint: same loss and gradients."""
   from ds2f_jax import losses
@@ -276,6 +279,7 @@ def test_remat_recomputes_but_changes_nothing(tiny_config):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_grad_accumulation_applies_the_mean_gradient_every_k_steps(tiny_config):
   """grad_accum_steps=2: the first micro-step leaves the weights alone; the second applies
   the optimiser (poly schedule counted in updates) to the mean of both gradients."""

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ds2f_jax import curves, reporting, train
@@ -52,6 +53,7 @@ def test_notebook_gets_a_notebook_bar(monkeypatch):
   progress.close()
 
 
+@pytest.mark.slow
 def test_call_from_python_shows_progress_and_writes_curves(tiny_config, tmp_path, capfd):
   workdir = str(tmp_path / 'w')
   train.train_and_evaluate(tiny_config, workdir)
@@ -66,6 +68,7 @@ def test_call_from_python_shows_progress_and_writes_curves(tiny_config, tmp_path
   assert (np.abs(panel.astype(int) - curves.BEST_COLOUR).sum(-1) == 0).sum() > 50
 
 
+@pytest.mark.slow
 def test_redirected_run_logs_progress_with_eta(synthetic_data_dir, tmp_path):
   log = tmp_path / 'log.txt'
   with open(log, 'w') as f:

@@ -18,6 +18,8 @@ from PIL import Image
 
 from ds2f_jax import checkpointing, export, imaging, inference, predict, serving, sharding, train
 
+pytestmark = pytest.mark.slow  # Trains or compiles many programs: the full suite only.
+
 VARIANTS = ('ds2f', 'seg_only', 'seg_hr')
 # (height, width): 1751x301 and 83x997 (width x height) of the issue, odd sides, one
 # pixel more than the LR (32) and HR (64) inputs, one pixel, and sides where PyTorch's

@@ -19,6 +19,7 @@ def _rows(workdir):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_two_step_run_writes_workdir(tiny_config, tmp_path):
   workdir = str(tmp_path / 'w')
   last = train.train_and_evaluate(tiny_config, workdir)
@@ -44,6 +45,7 @@ def test_two_step_run_writes_workdir(tiny_config, tmp_path):
   assert _rows(workdir) == rows
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch):
   cfg = tiny_config
   cfg.num_train_steps = 4
@@ -104,6 +106,7 @@ _DEVICES_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_same_loss_on_1_and_8_devices(synthetic_data_dir):
   script = _DEVICES_SCRIPT.format(root=ROOT, data_dir=synthetic_data_dir)
   proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,

@@ -7,7 +7,11 @@ the same reference, so this holds across processes too.)
 import json
 import os
 
+import pytest
+
 from tests.reliability import scenario as rel
+
+pytestmark = pytest.mark.slow  # Trains or compiles many programs: the full suite only.
 
 
 def _rows(workdir):

@@ -26,6 +26,8 @@ from ds2f_jax import errors, workdir_lock
 from tests.reliability import scenario as rel
 from tests.reliability import trainer_harness as th
 
+pytestmark = pytest.mark.slow  # Trains or compiles many programs: the full suite only.
+
 
 def _tmp_entries(workdir):
   return [n for n in rel.checkpoint_entries(workdir) if 'tmp' in n]
