@@ -65,6 +65,7 @@ def test_nan_learning_rate_on_the_command_line_is_one_line(tmp_path):
   assert not w.exists()
 
 
+@pytest.mark.slow
 def test_a_step_whose_update_goes_nan_is_not_applied_or_saved(synthetic_data_dir, tmp_path,
                                                               monkeypatch):
   """Loss and gradients stay finite under a NaN learning rate; the parameters do not.
@@ -131,6 +132,7 @@ def trainer_cleanup():
   th.Trainer.kill_all()
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_current_step_and_exits_130(tmp_path, synthetic_data_dir, reference_run,
                                                       trainer_cleanup):
   w = tmp_path / 'w'
@@ -152,6 +154,7 @@ def test_ctrl_c_saves_the_current_step_and_exits_130(tmp_path, synthetic_data_di
   assert not (w / workdir_lock.LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_exits_at_once(tmp_path, synthetic_data_dir, reference_run,
                                      trainer_cleanup):
   w = tmp_path / 'w'
@@ -207,6 +210,7 @@ OOM_LINE = (r'error: out of memory: 4096\.0 GiB of device memory could not be al
             r'effective batch\), or data\.crop_size, or set --config\.remat=True')
 
 
+@pytest.mark.slow
 def test_out_of_memory_exits_2_at_once_with_one_line(tmp_path, synthetic_data_dir,
                                                      reference_run):
   """XLA's own RESOURCE_EXHAUSTED (a 4 TiB allocation) at step 1, while the reader
