@@ -25,6 +25,7 @@ import zipfile
 import jax
 import numpy as np
 from absl import logging
+from flax import traverse_util
 
 # Our module path (joined with '/') -> official module prefix, first match wins.
 _UNET_RULES = (
@@ -199,13 +200,7 @@ def map_state_dict(model_name: str, sd: dict, target) -> tuple[dict, list]:
       raise ValueError(f'missing key {key} {shape} in the checkpoint (model.name={model_name!r})')
   if model_name == 'ds2f_deeplabv3plus':
     left.add('sfem')
-  tree = {}
-  for keys, value in flat.items():
-    node = tree
-    for k in keys[:-1]:
-      node = node.setdefault(k, {})
-    node[keys[-1]] = value
-  return tree, sorted(left)
+  return traverse_util.unflatten_dict(flat), sorted(left)
 
 
 def import_checkpoint(config, workdir: str, path: str) -> int:

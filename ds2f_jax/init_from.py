@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from flax import traverse_util
 from etils import epath
 
 _COLLECTIONS = ('params', 'batch_stats')
@@ -28,16 +29,6 @@ def _flat(tree) -> dict:
         return str(getattr(k, attr))
     return str(k)
   return {tuple(name(k) for k in p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _unflatten(flat: dict) -> dict:
-  tree = {}
-  for keys, value in flat.items():
-    node = tree
-    for k in keys[:-1]:
-      node = node.setdefault(k, {})
-    node[keys[-1]] = value
-  return tree
 
 
 def _from_export(path: str) -> dict:
@@ -64,7 +55,7 @@ def _from_workdir(path: str, target: dict) -> dict:
     _check(path, saved, {k: tuple(v.shape) for k, v in _flat(target).items()})
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     wanted = _flat(target)
-    item = _unflatten({k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=device)
+    item = traverse_util.unflatten_dict({k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=device)
                        for k, v in wanted.items() if k in saved})
     args = ocp.args.PyTreeRestore(item=item, partial_restore=True,
                                   restore_args=ocp.checkpoint_utils.construct_restore_args(item))
@@ -113,7 +104,7 @@ def initialize(config, state):
   kept = sorted({k[1] for k in flat if k not in source})
   merged = {k: (source[k].astype(v.dtype) if k in source else v) for k, v in flat.items()}
   shardings = jax.tree_util.tree_map(lambda a: a.sharding, target)
-  loaded = jax.device_put(_unflatten(merged), shardings)
+  loaded = jax.device_put(traverse_util.unflatten_dict(merged), shardings)
   logging.info('init_from %s: %d tensors taken%s; step 0, fresh optimiser.', path,
                len(flat) - sum(k not in source for k in flat),
                f', {", ".join(kept)} from initialisation' if kept else '')

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 torch = pytest.importorskip('torch')
 pytest.importorskip('pytorch_msssim')
@@ -212,8 +213,9 @@ def unet():
         res['BN running stats after 1 step'] = {k: (got[k], v) for k, v in
                                                 state_dict64(theirs).items() if k in got}
       their_grads = {k: p.grad.numpy() for k, p in theirs.named_parameters()}
-      fed_grads = _tree({k[1:]: import_official.from_official_layout(k, their_grads[v])
-                         for k, v in names.items()})
+      fed_grads = traverse_util.unflatten_dict(
+          {k[1:]: import_official.from_official_layout(k, their_grads[v])
+           for k, v in names.items()})
       updates, fed_opt = update(fed_grads, fed_opt, fed)
       fed = apply(fed, updates)
       (_, (_, _, free_stats)), free_grads = grad_fn(free, free_stats, x, hr, mask)
@@ -227,16 +229,6 @@ def unet():
     res['params after 2 SGD steps, free-running'] = {k: (got[k], v)
                                                      for k, v in their_params.items()}
   return res
-
-
-def _tree(flat):
-  tree = {}
-  for keys, value in flat.items():
-    node = tree
-    for k in keys[:-1]:
-      node = node.setdefault(k, {})
-    node[keys[-1]] = value
-  return tree
 
 
 def nchw_t(t):

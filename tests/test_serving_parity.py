@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from ds2f_jax import checkpointing, export, imaging, inference, predict, serving, sharding, train
+from tests.test_export import _perturbed
 
 pytestmark = pytest.mark.slow  # Trains or compiles many programs: the full suite only.
 
@@ -27,23 +28,6 @@ VARIANTS = ('ds2f', 'seg_only', 'seg_hr')
 # used the exact rule there while --mode predict used PyTorch's.
 SIZES = {'wide': (301, 1751), 'tall': (997, 83), 'odd': (45, 71), 'lr_plus_1': (33, 33),
          'hr_plus_1': (65, 65), 'one_pixel': (1, 1), 'float32_drift': (122, 82)}
-
-
-def _perturbed(state, seed):
-  rng = np.random.default_rng(seed)
-
-  def params(x):
-    x = np.asarray(x)
-    return (x + 0.1 * rng.standard_normal(x.shape)).astype(x.dtype)
-
-  def stats(path, x):
-    x = np.asarray(x)
-    if path[-1].key == 'var':
-      return rng.uniform(0.5, 1.5, x.shape).astype(x.dtype)
-    return (0.2 * rng.standard_normal(x.shape)).astype(x.dtype)
-
-  return state.replace(params=jax.tree_util.tree_map(params, state.params),
-                       batch_stats=jax.tree_util.tree_map_with_path(stats, state.batch_stats))
 
 
 def _centred(cfg, state, images):
