@@ -33,18 +33,32 @@ STATE_FINITE = 'state_finite'
 _STATE_PART = 'updated parameters / optimiser state'
 
 
+def finite_flags(tree) -> jax.Array:
+  """One bool per floating-point leaf of `tree` (integer leaves, e.g. step counters,
+  are skipped): the leaf is free of NaN and Inf."""
+  flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+           if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.stack(flags) if flags else jnp.ones((0,), bool)
+
+
+def all_true(flags: jax.Array) -> jax.Array:
+  """A scalar bool: every flag is set.
+
+  The barrier keeps XLA from rewriting the reduction as a chain of scalar `&`s that
+  it then copies into every consumer: into each of the ~350 per-leaf selects of
+  `guard`, this made DS2F-UNet's train step compile in 64 s instead of 8 s on a
+  CPU (300k lines of HLO).
+  """
+  return jnp.all(jax.lax.optimization_barrier(flags))
+
+
 def tree_is_finite(tree) -> jax.Array:
   """A scalar bool: every floating-point leaf of `tree` is free of NaN and Inf.
 
-  Works inside jit (one fused reduction per leaf, and-ed) and on host arrays;
-  integer leaves (step counters) are ignored. Used by the train step on what it
-  writes, and by readers of a checkpoint to refuse a NaN model.
+  Works inside jit and on host arrays. Used by the train step on what it writes,
+  and by readers of a checkpoint to refuse a NaN model.
   """
-  ok = jnp.array(True)
-  for x in jax.tree_util.tree_leaves(tree):
-    if jnp.issubdtype(jnp.result_type(x), jnp.inexact):
-      ok = ok & jnp.all(jnp.isfinite(x))
-  return ok
+  return all_true(finite_flags(tree))
 
 
 def nonfinite_leaves(tree) -> list[str]:
@@ -61,10 +75,7 @@ def nonfinite_leaves(tree) -> list[str]:
 
 def all_finite(loss: jax.Array, parts: Mapping[str, jax.Array], grad_norm: jax.Array) -> jax.Array:
   """A scalar bool: the loss, every part and the gradient norm are finite."""
-  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  for v in parts.values():
-    ok = ok & jnp.isfinite(v)
-  return ok
+  return tree_is_finite((loss, dict(parts), grad_norm))
 
 
 def guard(ok: jax.Array, new, old):

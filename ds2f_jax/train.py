@@ -50,7 +50,7 @@ def validate_config(config) -> None:
               'eval_every_steps', 'grad_accum_steps', 'keep_checkpoints'):
     if config[key] < 1:
       raise ValueError(f'{key}={config[key]} must be >= 1')
-  for key in ('num_workers', 'prefetch'):  # 0 reads on the training thread.
+  for key in ('num_workers', 'prefetch', 'cache_mb'):  # 0 reads on the training thread.
     if config.data[key] < 0:
       raise ValueError(f'data.{key}={config.data[key]} must be >= 0')
   if config.eval.batch_size < 0:
@@ -166,9 +166,11 @@ def make_train_step(config, model, tx, mesh):
     scalars = {'loss': loss, **parts, 'lr': schedule(opt_step), 'grad_norm': grad_norm}
     # A non-finite step never reaches the state; the host stops or skips (nonfinite.py).
     # What the step writes is checked too: a NaN learning rate leaves the loss finite.
-    state_ok = nonfinite.tree_is_finite((params, batch_stats, opt_state))
+    state_flags = nonfinite.finite_flags((params, batch_stats, opt_state))
+    state_ok = nonfinite.all_true(state_flags)
     scalars[nonfinite.STATE_FINITE] = state_ok.astype(jnp.float32)  # Scalars are all float32.
-    ok = nonfinite.all_finite(loss, parts, grad_norm) & state_ok
+    ok = nonfinite.all_true(jnp.concatenate(
+        [nonfinite.finite_flags((loss, parts, grad_norm)), state_flags]))
     params, batch_stats, opt_state = nonfinite.guard(
         ok, (params, batch_stats, opt_state), (state.params, state.batch_stats, state.opt_state))
     new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
