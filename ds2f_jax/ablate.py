@@ -31,6 +31,7 @@ from ds2f_jax import cli, curves, evaluate, flops, imaging, inference, train
 # Settings that say where data is read from and how fast, not what is trained or
 # scored: a run may be resumed or reused when only these differ.
 _UNSCORED_KEYS = ('data.data_dir', 'data.manual_dir', 'data.num_workers', 'data.prefetch',
+                  'data.cache_mb',
                   'eval.batch_size', 'eval.num_images_tb')
 
 # (metrics.json key, column header) of the table, both protocols.

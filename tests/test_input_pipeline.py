@@ -311,3 +311,53 @@ def test_num_workers_zero_means_one_per_core(monkeypatch):
   cfg.data.num_workers = -1
   with pytest.raises(ValueError, match='data.num_workers'):
     ip.num_workers(cfg)
+
+
+class _CountingSource:
+  """A source whose reads are counted (a decode per read without the cache)."""
+
+  def __init__(self, inner):
+    self.inner, self.reads = inner, 0
+
+  def __len__(self):
+    return len(self.inner)
+
+  def __getitem__(self, i):
+    self.reads += 1
+    return self.inner[i]
+
+
+def test_decoded_cache_reads_each_record_once_within_its_budget(data_dir):
+  src = _CountingSource(source(make_config(data_dir)))
+  one = sum(np.asarray(v).nbytes for v in src.inner[0].values())
+  cache = ip.DecodedCache(src, max_bytes=int(2.5 * one))  # Room for two records.
+  for _ in range(3):
+    for i in (0, 1, 2):
+      record = cache[i]
+      np.testing.assert_array_equal(record['image'], src.inner[i]['image'])
+  # Records 0 and 1 are read once; 2 does not fit and is read every time.
+  assert src.reads == 2 + 3 and cache.cached_bytes == 2 * one
+  assert len(cache) == len(src.inner) == 8
+  with pytest.raises(ValueError, match='read-only'):
+    cache[0]['image'][0, 0, 0] = 1  # An in-place edit cannot leak into later epochs.
+
+
+def test_train_batches_do_not_depend_on_the_cache(data_dir, monkeypatch):
+  cached = ip.train_dataset(make_config(data_dir))
+  plain = ip.train_dataset(make_config(data_dir, cache_mb=0))
+  for step in (0, 1, 2, 3, 5):  # Steps 2+ come from cached records (8 images, batch 4).
+    assert_batches_equal(cached[step], plain[step])
+  made = []
+  monkeypatch.setattr(ip, 'DecodedCache', lambda src, n: made.append(n) or src)
+  ip.train_dataset(make_config(data_dir, cache_mb=3))
+  ip.train_dataset(make_config(data_dir, cache_mb=0))
+  assert made == [3 * 2**20]
+
+
+@pytest.mark.parametrize('value', [-1, 'big', None, True])
+def test_cache_mb_must_be_a_non_negative_number(value):
+  cfg = ml_collections.ConfigDict({'cache_mb': 0})
+  with cfg.ignore_type():
+    cfg.cache_mb = value
+  with pytest.raises(ValueError, match=f'data.cache_mb must be a number >= 0.*got {value!r}'):
+    ip.cache_bytes(cfg)

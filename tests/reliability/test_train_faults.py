@@ -36,10 +36,12 @@ from tests.reliability import trainer_harness as th
     ('loss.ssim_data_range', 0.0, r'loss\.ssim_data_range=0\.0 must be > 0'),
     ('keep_checkpoints', 0, r'keep_checkpoints=0 must be >= 1'),
     ('data.num_workers', -1, r'data\.num_workers=-1 must be >= 0'),
+    ('data.cache_mb', -1, r'data\.cache_mb=-1 must be >= 0'),
     ('eval.batch_size', -2, r'eval\.batch_size=-2 must be >= 0 \(0: batch_size\)'),
 ], ids=['lr_nan', 'lr_inf', 'lr_zero', 'lr_negative', 'weight_decay_negative', 'momentum_one',
         'momentum_negative', 'poly_power_zero', 'warmup_negative', 'loss_weight_negative',
-        'ssim_range_zero', 'keep_zero', 'workers_negative', 'eval_batch_negative'])
+        'ssim_range_zero', 'keep_zero', 'workers_negative', 'cache_negative',
+        'eval_batch_negative'])
 def test_invalid_optimiser_numbers_are_refused_before_the_workdir(tiny_config, tmp_path, key,
                                                                   value, message):
   node = tiny_config
