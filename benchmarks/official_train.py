@@ -35,9 +35,8 @@ names (best | latest) with OUR evaluator: `main.py --mode import --input
 W/official_<best|last>.pth --workdir W/imported` converts it into our
 checkpoint format, `main.py --mode eval` evaluates W/imported on
 config.eval.split (both protocols, same resizes), and W/imported/eval/<split>
-is copied to W/eval/<split>, the place our own runs keep it. `--mode import`
-comes from the `parity` branch (ds2f_jax/import_official.py); without it this
-step stops with a one-line error and the trained .pth files stay usable.
+is copied to W/eval/<split>, the place our own runs keep it
+(ds2f_jax/import_official.py checks every key and shape on the way).
 
 Needs torch and pytorch-msssim (CPU builds suffice) and the official code at
 --reference (default: <repo>/../shared/reference/imed_vision).
@@ -284,10 +283,7 @@ def import_and_evaluate(config, workdir: str, argv) -> dict:
     print('+', ' '.join(cmd), flush=True)
     done = subprocess.run(cmd, check=False)
     if done.returncode:
-      hint = (' (main.py has no --mode import: it comes with the parity branch)'
-              if mode == 'import' and "'import'" not in open(main, encoding='utf-8').read()
-              else '')
-      raise HarnessError(f'main.py --mode {mode} failed with exit {done.returncode}{hint}; '
+      raise HarnessError(f'main.py --mode {mode} failed with exit {done.returncode}; '
                          f'the trained checkpoint is {pth}')
   split = str(config.eval.split)
   src = os.path.join(imported, 'eval', split)

@@ -3,8 +3,8 @@
 The smoke run trains the official DS2F-UNet (width 4, LR 32x32 -> HR 64x64,
 batch 2) on the synthetic dataset; it skips when torch, pytorch-msssim or the
 official checkout (<repo>/../shared/reference/imed_vision) is absent. The
-import into our format and our eval (`main.py --mode import`, parity branch)
-are not run here.
+import into our format and our eval (`main.py --mode import`) are tested in
+tests/test_import_official.py.
 """
 
 import json
