@@ -45,10 +45,10 @@ same load), i.e. ~370 steps in the same time; the recipe keeps more steps.
 CROP = (256, 256)
 WIDTH = 16
 BATCH = 4
-STEPS = 600
+STEPS = 900
 LEARNING_RATE = 0.05
 WARMUP_STEPS = 30
-EVALS = 4
+EVALS = 6
 
 
 def apply(c, name: str, arg: str):

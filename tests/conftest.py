@@ -2,7 +2,12 @@
 
 import os
 
-import jax
+# The suite compiles hundreds of tiny programs: LLVM's optimisation of them costs
+# more time than it saves (a third of a train step's compile). Subprocesses inherit it.
+os.environ['XLA_FLAGS'] = ' '.join(
+    filter(None, [os.environ.get('XLA_FLAGS'), '--xla_backend_optimization_level=0']))
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest
 
 # Identical programs compiled by several tests (and by their subprocesses) compile once.
@@ -10,6 +15,9 @@ CACHE_DIR = os.environ.setdefault(
     'DS2F_TEST_XLA_CACHE', os.path.join(os.path.dirname(__file__), '..', '.xla_cache'))
 jax.config.update('jax_compilation_cache_dir', CACHE_DIR)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+# ... and the tests' subprocesses (main.py runs, harnesses) share the same cache.
+os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.abspath(CACHE_DIR)
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
 
 
 @pytest.fixture(scope='session')
@@ -30,3 +38,33 @@ def tiny_config(synthetic_data_dir):
   cfg = synthetic.get_config('tiny')
   cfg.data.data_dir = synthetic_data_dir
   return cfg
+
+
+# ---------------------------------------------------------------------------
+# Summary of the fault suite: one line at the end of the terminal report,
+# 'reliability: N cases, P passed ...', counted from the reports of items under
+# tests/reliability/. Here, not in that folder's conftest: with pytest-xdist only
+# the controller writes the report, and it loads this file, not that one.
+
+_OUTCOMES = {}
+
+
+def pytest_runtest_logreport(report):
+  if not report.nodeid.startswith('tests/reliability/'):
+    return
+  outcome = _OUTCOMES.get(report.nodeid)
+  if report.failed:
+    _OUTCOMES[report.nodeid] = 'failed'
+  elif report.skipped and outcome is None:
+    _OUTCOMES[report.nodeid] = 'skipped'
+  elif report.when == 'call' and report.passed and outcome is None:
+    _OUTCOMES[report.nodeid] = 'passed'
+
+
+def pytest_terminal_summary(terminalreporter):
+  if not _OUTCOMES:
+    return
+  counts = {k: sum(v == k for v in _OUTCOMES.values()) for k in ('passed', 'failed', 'skipped')}
+  terminalreporter.write_line(
+      f'reliability: {len(_OUTCOMES)} cases, {counts["passed"]} passed, '
+      f'{counts["failed"]} failed, {counts["skipped"]} skipped')

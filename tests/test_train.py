@@ -82,7 +82,8 @@ def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch):
 
 _DEVICES_SCRIPT = textwrap.dedent('''
     import os, sys, json
-    os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
+                               + ' --xla_force_host_platform_device_count=8')
     import jax, numpy as np
     sys.path.insert(0, {root!r})
     from configs import synthetic
