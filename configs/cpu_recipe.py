@@ -10,31 +10,29 @@ recipe of each dataset config it reduces only what costs time:
 - random 256x256 HR crops (128x128 LR) instead of whole images: the step
   cost is linear in pixels, and 4 crops a step keep BatchNorm statistics
   stable at a quarter of one CHASE_DB1 photo's pixels;
-- 600 steps of batch 4 (2400 crops; on CHASE_DB1's 16 training photos left
-  by the 20 % hold-out, 150 epochs counted in crops, ~10 in pixels) instead
+- 1500 steps of batch 4 (6000 crops; on CHASE_DB1's 16 training photos left
+  by the 20 % hold-out, 375 epochs counted in crops, ~25 in pixels) instead
   of 300 epochs of whole images;
 - learning rate 0.05 (not 0.01) after 30 linear warm-up steps, then the same
   poly decay (power 0.9) reaching 0 at the last step: a short schedule needs
   a larger step. 0.1 was tried for 77 steps on CHASE_DB1 (2026-11-29): the
   SR stream's MSE jumped from 0.21 to 0.83 at the peak while CE kept falling;
   0.05 trained stably for 1000 steps in an earlier run of this step size;
-- validation (the carved 20 % hold-out, Dice at HR) every 150 steps, the
-  best of those 4 checkpoints evaluated on the test split.
+- validation (the carved 20 % hold-out, Dice at HR) every 250 steps, the
+  best of those 6 checkpoints evaluated on the test split.
 
 Everything else is the paper's: losses and weights, SGD-Nesterov with coupled
 weight decay 1e-4, augmentation, r = 2, the dataset's HR size for validation
 and test.
 
-Time (measured 2026-11-29 with benchmarks/train_throughput.py, jax 0.10.2,
-2-core AMD EPYC; docs: benchmarks/RESULTS.md): the width-16 train step at
-batch 4, 256x256 HR takes 2.0 s on idle cores (2.2 s under a load of 3.4);
-reading and augmenting the full-size photo each crop comes from adds ~0.3 s
-per crop on the same 2 cores, so ~3.1 s a step (an earlier real-data run of
-this step size trained at 1.27 images/s). 600 steps ~ 31 min, plus ~25 s of
-compile per jitted program, 4 validations and the test evaluation at full
-size (the width-16 eval forward at 960x998 takes 0.46 s per photo): ~35 min
-per run. Width 24 would cost 1.6x per step (3.6 s against 2.2 s under the
-same load), i.e. ~370 steps in the same time; the recipe keeps more steps.
+Time: the step count fills the 40 minutes. On the idle 2-core machine of
+docs/results.md (jax 0.10.2) DS2F-UNet trains this recipe on CHASE_DB1 at
+0.76 steps/s (3.05 crops/s: the width-16 step at batch 4, 256x256 HR, and
+the reader threads that augment the full-size photos each crop comes from,
+decoded once and cached), so 1500 steps take ~33 minutes; compiles, the 6
+validations and the test evaluation at full size add ~2 minutes. Width 24
+would cost ~1.6x per step, i.e. ~900 steps in the same time; the recipe
+keeps more steps.
 
   python main.py --config configs/chase_db1.py:cpu --workdir W \
       --config.data.manual_dir=DIR
@@ -45,7 +43,7 @@ same load), i.e. ~370 steps in the same time; the recipe keeps more steps.
 CROP = (256, 256)
 WIDTH = 16
 BATCH = 4
-STEPS = 900
+STEPS = 1500
 LEARNING_RATE = 0.05
 WARMUP_STEPS = 30
 EVALS = 6

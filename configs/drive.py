@@ -22,7 +22,7 @@ input pipeline needs data.num_workers near the host's core count to keep up
 (benchmarks/accuracy_gpu.sh sets it).
 
 `--config configs/drive.py:cpu` is the reduced recipe for 2 CPU cores (width
-16, 256x256 HR crops, 600 steps, <= 40 min): see configs/cpu_recipe.py for
+16, 256x256 HR crops, 1500 steps, <= 40 min): see configs/cpu_recipe.py for
 what it reduces and why. Its launch commands:
 
   python main.py --config configs/drive.py:cpu --workdir W \
