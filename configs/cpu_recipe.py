@@ -26,13 +26,14 @@ weight decay 1e-4, augmentation, r = 2, the dataset's HR size for validation
 and test.
 
 Time: the step count fills the 40 minutes. On the idle 2-core machine of
-docs/results.md (jax 0.10.2) DS2F-UNet trains this recipe on CHASE_DB1 at
-0.76 steps/s (3.05 crops/s: the width-16 step at batch 4, 256x256 HR, and
-the reader threads that augment the full-size photos each crop comes from,
-decoded once and cached), so 1500 steps take ~33 minutes; compiles, the 6
-validations and the test evaluation at full size add ~2 minutes. Width 24
-would cost ~1.6x per step, i.e. ~900 steps in the same time; the recipe
-keeps more steps.
+docs/results.md (jax 0.10.2) DS2F-UNet trained this recipe on CHASE_DB1 at
+0.71-0.76 steps/s (~2.9 crops/s: the width-16 step at batch 4, 256x256 HR,
+and the reader threads that augment the full-size photo each crop comes
+from, decoded once and cached); the run took 36 min 07 s from launch to the
+test report, compiles, 6 validations and the full-size test evaluation
+included. Width 24 would cost ~1.6x per step, i.e. ~900 steps in the same
+time; the recipe keeps more steps. seg_only trains the same recipe in ~11
+minutes.
 
   python main.py --config configs/chase_db1.py:cpu --workdir W \
       --config.data.manual_dir=DIR
