@@ -50,7 +50,7 @@ def validate_config(config) -> None:
               'eval_every_steps', 'grad_accum_steps', 'keep_checkpoints'):
     if config[key] < 1:
       raise ValueError(f'{key}={config[key]} must be >= 1')
-  for key in ('num_workers', 'prefetch', 'cache_mb'):  # 0 reads on the training thread.
+  for key in ('num_workers', 'prefetch', 'cache_mb'):  # 0 is valid for each (default.py).
     if config.data[key] < 0:
       raise ValueError(f'data.{key}={config.data[key]} must be >= 0')
   if config.eval.batch_size < 0:
