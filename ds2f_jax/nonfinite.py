@@ -73,11 +73,6 @@ def nonfinite_leaves(tree) -> list[str]:
   return bad
 
 
-def all_finite(loss: jax.Array, parts: Mapping[str, jax.Array], grad_norm: jax.Array) -> jax.Array:
-  """A scalar bool: the loss, every part and the gradient norm are finite."""
-  return tree_is_finite((loss, dict(parts), grad_norm))
-
-
 def guard(ok: jax.Array, new, old):
   """`new` where `ok`, else `old`, leaf by leaf (bitwise `new` when ok)."""
   return jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)

@@ -88,8 +88,9 @@ def test_inf_in_gradients_alone_is_named():
 def test_guard_keeps_the_old_state_bitwise():
   new = {'w': jnp.array([1.5, -2.0]), 'b': jnp.array(3, jnp.int32)}
   old = {'w': jnp.array([0.25, 7.0]), 'b': jnp.array(9, jnp.int32)}
-  ok = nonfinite.all_finite(jnp.float32(1.0), {'ce': jnp.float32(0.2)}, jnp.float32(3.0))
-  bad = nonfinite.all_finite(jnp.float32(1.0), {'ce': jnp.float32(jnp.nan)}, jnp.float32(3.0))
+  ok = nonfinite.tree_is_finite((jnp.float32(1.0), {'ce': jnp.float32(0.2)}, jnp.float32(3.0)))
+  bad = nonfinite.tree_is_finite((jnp.float32(1.0), {'ce': jnp.float32(jnp.nan)},
+                                  jnp.float32(3.0)))
   assert bool(ok) and not bool(bad)
   for flag, want in ((ok, new), (bad, old)):
     got = nonfinite.guard(flag, new, old)
