@@ -241,22 +241,32 @@ def test_conv_kernel_gradient_by_taps_matches_float64(k, stride, dilation):
 
 
 def _random_batch(cfg, seed, batch_size=2):
+  from ds2f_jax import imaging
   rng = np.random.default_rng(seed)
+  (hi, wi), (ho, wo) = imaging.io_sizes(cfg.data.hr_size, cfg.model.upscale, cfg.model.variant)
   h, w = cfg.data.hr_size
-  r = cfg.model.upscale
-  return {'lr': rng.uniform(-1, 1, (batch_size, h // r, w // r, 3)).astype(np.float32),
+  return {'lr': rng.uniform(-1, 1, (batch_size, hi, wi, 3)).astype(np.float32),
           'hr': rng.uniform(-1, 1, (batch_size, h, w, 3)).astype(np.float32),
-          'mask': (rng.uniform(size=(batch_size, h, w)) < 0.1).astype(np.int32)}
+          'mask': (rng.uniform(size=(batch_size, ho, wo)) < 0.1).astype(np.int32)}
+
+
+def _seg_only(cfg):
+  """The LR-only variant: the same encoder/decoder blocks and train step, a third of
+  DS2F's graph, so a test of train-step plumbing compiles in a third of the time."""
+  cfg = cfg.copy_and_resolve_references()
+  cfg.model.variant = 'seg_only'
+  return cfg
 
 
 @pytest.mark.slow
 def test_remat_recomputes_but_changes_nothing(tiny_config):
   """config.remat wraps the UNet blocks in jax.checkpoint: same loss and gradients."""
   from ds2f_jax import losses
-  batch = _random_batch(tiny_config, 0)
+  base = _seg_only(tiny_config)
+  batch = _random_batch(base, 0)
   results = {}
   for remat in (False, True):
-    cfg = tiny_config.copy_and_resolve_references()
+    cfg = base.copy_and_resolve_references()
     cfg.remat = remat
     model = train.create_model(cfg)
     variables = jax.jit(lambda k, m=model: m.init(k, jnp.asarray(batch['lr']), train=True))(
@@ -284,7 +294,7 @@ def test_grad_accumulation_applies_the_mean_gradient_every_k_steps(tiny_config):
   """grad_accum_steps=2: the first micro-step leaves the weights alone; the second applies
   the optimiser (poly schedule counted in updates) to the mean of both gradients."""
   from ds2f_jax import losses
-  cfg = tiny_config.copy_and_resolve_references()
+  cfg = _seg_only(tiny_config)
   cfg.grad_accum_steps = 2
   cfg.num_train_steps = 8  # 4 optimiser updates.
   mesh = sharding.create_mesh()
