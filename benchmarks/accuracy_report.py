@@ -123,6 +123,21 @@ def table(groups: dict, split: str) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def run_lines(groups: dict) -> str:
+  """One line per run: where it is and its own numbers (seeds may differ in speed and in
+  what else shared the machine, which the table's mean hides)."""
+  lines = ['Runs (FOV F1 and AUC-ROC in %, train images/s, wall time):']
+  for label, runs in groups.items():
+    for r in runs:
+      m = r['metrics']
+      f1, auc = (_fmt(m[k], math.nan) if m.get(k) is not None else '–'
+                 for k in ('fov/f1', 'fov/auc_roc'))
+      lines.append(f'- {label}: `{r["dir"]}`: F1 {f1}, AUC {auc}, '
+                   f'{_fmt(r["images_per_s"], math.nan, scale=1.0)} images/s, '
+                   f'{r["wall_s"] / 60:.1f} min')
+  return '\n'.join(lines) + '\n'
+
+
 def _series(log: list[dict], key: str) -> list[tuple[float, float]]:
   return [(float(r['step']), float(r[key])) for r in log
           if key in r and isinstance(r[key], (int, float)) and math.isfinite(r[key])]
@@ -195,9 +210,7 @@ def build_report(specs: list[str], split: str, out_dir: str) -> dict:
     groups[label] = [read_run(d, split) for d in dirs]
   os.makedirs(out_dir, exist_ok=True)
   md = table(groups, split)
-  md += '\n![training curves](curves.png)\n\nRuns:\n' + ''.join(
-      f'- {label}: ' + ', '.join(f'`{r["dir"]}`' for r in runs) + '\n'
-      for label, runs in groups.items())
+  md += '\n![training curves](curves.png)\n\n' + run_lines(groups)
   with open(os.path.join(out_dir, 'accuracy.md'), 'w', encoding='utf-8') as f:
     f.write(md)
   figure(groups, os.path.join(out_dir, 'curves.png'))

@@ -99,3 +99,15 @@ def test_bad_input_is_one_error_line(runs, tmp_path):
   with pytest.raises(accuracy_report.ReportError, match=r'ours/1/eval/test/metrics.json is '
                      r"missing: the run was not evaluated on 'test'"):
     accuracy_report.build_report([f'ours={runs}/ours/*'], 'test', str(tmp_path / 'r'))
+
+
+def test_each_run_is_listed_with_its_own_numbers(runs):
+  out = runs / 'report'
+  accuracy_report.main(['--run', f'ours={runs}/ours/*', '--run', f'official={runs}/official/*',
+                        '--out', str(out)])
+  lines = [l for l in (out / 'accuracy.md').read_text().splitlines() if l.startswith('- ')]
+  assert lines == [
+      f'- ours: `{runs}/ours/0`: F1 75.00, AUC 97.00, 1.20 images/s, 30.0 min',
+      f'- ours: `{runs}/ours/1`: F1 77.00, AUC 98.00, 1.40 images/s, 40.0 min',
+      f'- official: `{runs}/official/0`: F1 70.00, AUC 96.00, 0.50 images/s, 50.0 min',
+      f'- official: `{runs}/official/1`: F1 72.00, AUC 95.00, 0.70 images/s, 60.0 min']
