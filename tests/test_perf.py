@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from ds2f_jax import input_pipeline, sharding, train
+from ds2f_jax import imaging, input_pipeline, sharding, train
 from tests import jaxpr_walk
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -241,7 +241,6 @@ def test_conv_kernel_gradient_by_taps_matches_float64(k, stride, dilation):
 
 
 def _random_batch(cfg, seed, batch_size=2):
-  from ds2f_jax import imaging
   rng = np.random.default_rng(seed)
   (hi, wi), (ho, wo) = imaging.io_sizes(cfg.data.hr_size, cfg.model.upscale, cfg.model.variant)
   h, w = cfg.data.hr_size
@@ -251,8 +250,8 @@ def _random_batch(cfg, seed, batch_size=2):
 
 
 def _seg_only(cfg):
-  """The LR-only variant: the same encoder/decoder blocks and train step, a third of
-  DS2F's graph, so a test of train-step plumbing compiles in a third of the time."""
+  """The LR-only variant: the same encoder/decoder blocks and train step in under half of
+  DS2F's graph (tiny config: 20k against 46k HLO lines, and 0.43x the compile time)."""
   cfg = cfg.copy_and_resolve_references()
   cfg.model.variant = 'seg_only'
   return cfg
