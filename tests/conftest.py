@@ -1,4 +1,5 @@
-"""Shared fixtures: one prepared synthetic dataset and a persistent XLA cache per session."""
+"""Shared fixtures: one prepared synthetic dataset, one reference training run and a
+persistent XLA cache per session."""
 
 import os
 
@@ -11,12 +12,15 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest
 
 # Identical programs compiled by several tests (and by their subprocesses) compile once.
-CACHE_DIR = os.environ.setdefault(
-    'DS2F_TEST_XLA_CACHE', os.path.join(os.path.dirname(__file__), '..', '.xla_cache'))
+# One spelling of the path everywhere: JAX writes the cache directory into the compile
+# options it hashes, so '<repo>/tests/../.xla_cache' and '<repo>/.xla_cache' are two caches.
+CACHE_DIR = os.path.abspath(os.environ.get(
+    'DS2F_TEST_XLA_CACHE', os.path.join(os.path.dirname(__file__), '..', '.xla_cache')))
+os.environ['DS2F_TEST_XLA_CACHE'] = CACHE_DIR
 jax.config.update('jax_compilation_cache_dir', CACHE_DIR)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 # ... and the tests' subprocesses (main.py runs, harnesses) share the same cache.
-os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.abspath(CACHE_DIR)
+os.environ['JAX_COMPILATION_CACHE_DIR'] = CACHE_DIR
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
 
 
@@ -30,6 +34,16 @@ def synthetic_data_dir(tmp_path_factory):
   cfg.data.data_dir = data_dir
   input_pipeline.prepare(cfg.data)
   return data_dir
+
+
+@pytest.fixture(scope='session')
+def reference_run(tmp_path_factory, synthetic_data_dir):
+  """The shared 6-step scenario (tests/reliability/scenario.py), run once without
+  interruption: what the training tests read and every fault run must match."""
+  from tests.reliability import scenario
+  workdir = tmp_path_factory.mktemp('reference') / 'w'
+  scenario.run_in_process(scenario.scenario_config(synthetic_data_dir), workdir)
+  return str(workdir)
 
 
 @pytest.fixture
