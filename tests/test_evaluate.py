@@ -5,6 +5,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,10 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ds2f_jax import evaluate, imaging, inference, input_pipeline, predict, train
+from ds2f_jax import evaluate, imaging, inference, input_pipeline, predict
 from ds2f_jax import visualize
 from ds2f_jax.auc import num_score_bins
 from tests import auc_exact
+from tests.reliability import scenario as rel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -206,8 +208,8 @@ def _reference_eval(cfg, restored, source):
 
 
 @pytest.mark.slow
-def test_train_eval_predict_end_to_end(tiny_config, tmp_path):
-  cfg = tiny_config
+def test_train_eval_predict_end_to_end(reference_run, synthetic_data_dir, tmp_path):
+  cfg = rel.scenario_config(synthetic_data_dir)
   workdir = str(tmp_path / 'w')
 
   # Eval before training: one line naming the empty workdir.
@@ -219,7 +221,8 @@ def test_train_eval_predict_end_to_end(tiny_config, tmp_path):
   assert len(lines) == 1 and f'no checkpoint in workdir {workdir}' in lines[0], proc.stderr
   assert 'Traceback' not in proc.stderr
 
-  train.train_and_evaluate(cfg, workdir)
+  os.rmdir(workdir)
+  shutil.copytree(reference_run, workdir)  # Trained: the shared 6-step run (tests/conftest.py).
   events = b''.join(open(f, 'rb').read()
                     for f in glob.glob(os.path.join(workdir, 'tensorboard', '*')))
   for panel in ('1_lr_input', '2_sr_output', '3_hr_prediction', '4_ground_truth', '5_errors'):
@@ -234,7 +237,7 @@ def test_train_eval_predict_end_to_end(tiny_config, tmp_path):
   assert written.keys() == result.keys()
   source = input_pipeline.prepare(cfg.data).as_data_source('test')
   assert written['num_images'] == len(source) == 16
-  assert written['checkpoint_step'] == 2
+  assert written['checkpoint_step'] == 6
   for key in REQUIRED_KEYS:
     assert key in written, key
   for key, v in written.items():
@@ -317,8 +320,9 @@ def test_train_eval_predict_end_to_end(tiny_config, tmp_path):
   # Through main.py: the unreadable file is named, the others written, the exit code non-zero.
   out2 = tmp_path / 'out2'
   proc = _main('--config', 'configs/synthetic.py:tiny', '--workdir', workdir, '--mode',
-               'predict', '--config.data.data_dir', cfg.data.data_dir, '--config.eval.checkpoint',
-               'latest', '--input', str(inputs), '--output', str(out2))
+               'predict', '--config.data.data_dir', cfg.data.data_dir, *rel.CLI_OVERRIDES,
+               '--config.eval.checkpoint', 'latest', '--input', str(inputs), '--output',
+               str(out2))
   assert proc.returncode == 2, proc.stderr[-3000:]
   lines = _error_lines(proc)
   assert len(lines) == 1 and 'broken.png' in lines[0], proc.stderr[-3000:]

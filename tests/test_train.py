@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -9,7 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from ds2f_jax import input_pipeline, train
+from ds2f_jax import input_pipeline
+from tests.reliability import scenario as rel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,40 +22,36 @@ def _rows(workdir):
 
 
 @pytest.mark.slow
-def test_two_step_run_writes_workdir(tiny_config, tmp_path):
-  workdir = str(tmp_path / 'w')
-  last = train.train_and_evaluate(tiny_config, workdir)
-  assert np.isfinite(last['loss'])
-  assert os.path.isdir(os.path.join(workdir, 'checkpoints', '2'))
-  with open(os.path.join(workdir, 'config.json')) as f:
-    assert json.load(f)['model']['width'] == 4
-  rows = _rows(workdir)
+def test_run_writes_workdir(reference_run, synthetic_data_dir, tmp_path):
+  """What the shared 6-step run (checkpoints every 2 steps, evaluation at 6) leaves."""
+  rows = _rows(reference_run)
   train_rows = [r for r in rows if 'loss' in r]
-  assert [r['step'] for r in train_rows] == [1, 2]
+  assert [r['step'] for r in train_rows] == [1, 2, 3, 4, 5, 6]
   for key in ('loss', 'ce', 'mse', 'ssim', 'rmi', 'lr', 'grad_norm'):
     assert all(np.isfinite(r[key]) for r in train_rows), key
   assert train_rows[0]['lr'] == pytest.approx(0.05)  # Poly decay: full lr at step 0 ...
-  assert train_rows[1]['lr'] == pytest.approx(0.05 * 0.5**0.9)  # ... then (1 - 1/2)^0.9.
+  assert train_rows[1]['lr'] == pytest.approx(0.05 * (1 - 1 / 6)**0.9)  # ... then (1 - t/T)^0.9.
+  assert train_rows[5]['lr'] == pytest.approx(0.05 * (1 - 5 / 6)**0.9)
   assert 'images_per_s' in train_rows[1]
   val = [r for r in rows if 'val/dice' in r]
-  assert len(val) == 1 and val[0]['step'] == 2
+  assert len(val) == 1 and val[0]['step'] == 6
   assert 0.0 <= val[0]['val/dice'] <= 1.0 and 0.0 <= val[0]['val/acc'] <= 1.0
-  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  assert sorted(os.listdir(os.path.join(reference_run, 'checkpoints'))) == ['2', '4', '6']
+  with open(os.path.join(reference_run, 'config.json')) as f:
+    assert json.load(f)['model']['width'] == 4
+  assert os.listdir(os.path.join(reference_run, 'tensorboard'))
 
   # A finished run says so and changes nothing.
-  assert train.train_and_evaluate(tiny_config, workdir) == {}
+  workdir = str(tmp_path / 'w')
+  shutil.copytree(reference_run, workdir)
+  assert rel.run_in_process(rel.scenario_config(synthetic_data_dir), workdir) == {}
   assert _rows(workdir) == rows
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4', '6']
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch):
-  cfg = tiny_config
-  cfg.num_train_steps = 4
-  cfg.checkpoint_every_steps = 2
-  cfg.eval_every_steps = 4
-  straight = str(tmp_path / 'straight')
-  train.train_and_evaluate(cfg, straight)
-
+def test_resume_continues_exactly(reference_run, synthetic_data_dir, tmp_path, monkeypatch):
+  cfg = rel.scenario_config(synthetic_data_dir)
   real_iterator = input_pipeline.train_iterator
 
   def dying_iterator(*args, **kwargs):  # Yields 3 batches, then the process "dies".
@@ -65,16 +63,16 @@ def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch):
   resumed = str(tmp_path / 'resumed')
   monkeypatch.setattr(input_pipeline, 'train_iterator', dying_iterator)
   with pytest.raises(KeyboardInterrupt):
-    train.train_and_evaluate(cfg, resumed)
+    rel.run_in_process(cfg, resumed)
   monkeypatch.setattr(input_pipeline, 'train_iterator', real_iterator)
   assert sorted(os.listdir(os.path.join(resumed, 'checkpoints'))) == ['2']
-  train.train_and_evaluate(cfg, resumed)
+  rel.run_in_process(cfg, resumed)
 
   def losses(workdir):  # The last record of each step wins (steps after the checkpoint rerun).
     return {r['step']: r for r in _rows(workdir) if 'loss' in r}
 
-  a, b = losses(straight), losses(resumed)
-  assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+  a, b = losses(reference_run), losses(resumed)
+  assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
   for step in a:
     for key in ('loss', 'ce', 'mse', 'ssim', 'rmi', 'lr'):
       assert a[step][key] == b[step][key], (step, key)

@@ -40,9 +40,10 @@ def scenario_config(data_dir):
   return c
 
 
-# Keys that change what the loop does, not what the jitted programs compute.
+# Keys that change what the loop does (or the values it starts from), not what the
+# jitted programs compute.
 _LOOP_ONLY = ('log_every_steps', 'checkpoint_every_steps', 'eval_every_steps',
-              'keep_checkpoints', 'train')
+              'keep_checkpoints', 'train', 'init_from')
 _MEMO = {}
 
 
