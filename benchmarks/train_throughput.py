@@ -117,13 +117,18 @@ def build_config(args):
 
 
 def synthetic_batch(config, batch_size: int, seed: int = 0) -> dict:
-  """A batch shaped like the input pipeline's: LR/HR in [-1, 1], ~12 % vessel pixels."""
+  """A batch shaped like the input pipeline's for the config's variant: LR/HR in
+  [-1, 1], ~12 % vessel pixels. seg_only / seg_hr get one image at their own size
+  ('lr' is 'hr'), as input_pipeline.make_example gives them."""
   rng = np.random.default_rng(seed)
-  hh, hw = config.data.hr_size
-  r = config.model.upscale
-  hr = rng.uniform(-1, 1, (batch_size, hh, hw, 3)).astype(np.float32)
-  lr = hr.reshape(batch_size, hh // r, r, hw // r, r, 3).mean(axis=(2, 4))
-  mask = (rng.uniform(size=(batch_size, hh, hw)) < 0.12).astype(np.int32)
+  (ih, iw), (oh, ow) = imaging.io_sizes(config.data.hr_size, config.model.upscale,
+                                        config.model.variant)
+  hr = rng.uniform(-1, 1, (batch_size, oh, ow, 3)).astype(np.float32)
+  if (ih, iw) == (oh, ow):
+    lr = hr
+  else:
+    lr = hr.reshape(batch_size, ih, oh // ih, iw, ow // iw, 3).mean(axis=(2, 4))
+  mask = (rng.uniform(size=(batch_size, oh, ow)) < 0.12).astype(np.int32)
   return {'lr': lr, 'hr': hr, 'mask': mask}
 
 

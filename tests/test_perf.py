@@ -14,6 +14,7 @@ import optax
 import pytest
 
 from ds2f_jax import imaging, input_pipeline, sharding, train
+from ds2f_jax.models import ds2f
 from tests import jaxpr_walk
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -176,6 +177,20 @@ def test_train_harness_names_bad_model_and_size(capsys):
   with pytest.raises(SystemExit):
     bench.parse_args(['--lr-size', '12y4'])
   assert bench.parse_size('192x256') == (192, 256) and bench.parse_size('64') == (64, 64)
+
+
+def test_harness_batch_has_each_variants_sizes():
+  """The harness feeds each variant what the input pipeline would (seg_only at LR,
+  seg_hr at HR, the rest LR -> HR): a seg_only run once failed on HR masks."""
+  bench = _load('train_throughput')
+  for variant in ds2f.VARIANTS:
+    args = bench.parse_args(['--lr-size', '16x24', '--variant', variant, '--width', '4'])
+    cfg = bench.build_config(args)
+    batch = bench.synthetic_batch(cfg, 3)
+    (ih, iw), (oh, ow) = imaging.io_sizes(cfg.data.hr_size, cfg.model.upscale, variant)
+    assert batch['lr'].shape == (3, ih, iw, 3), variant
+    assert batch['hr'].shape == (3, oh, ow, 3) and batch['mask'].shape == (3, oh, ow), variant
+    assert batch['lr'].dtype == batch['hr'].dtype == np.float32 and batch['mask'].dtype == np.int32
 
 
 def test_harness_config_stand_in_matches_ml_collections():
