@@ -1,12 +1,17 @@
-"""Shared fixtures: one prepared synthetic dataset, one reference training run and a
-persistent XLA cache per session."""
+"""Shared fixtures: one prepared synthetic dataset and one reference training run per
+test run (shared by the pytest-xdist workers), and a persistent XLA cache."""
 
+import contextlib
+import fcntl
 import os
+import shutil
 
 # The suite compiles hundreds of tiny programs: LLVM's optimisation of them costs
 # more time than it saves (a third of a train step's compile). Subprocesses inherit it.
-os.environ['XLA_FLAGS'] = ' '.join(
-    filter(None, [os.environ.get('XLA_FLAGS'), '--xla_backend_optimization_level=0']))
+# (Once: pytest-xdist's workers inherit the controller's environment.)
+if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = ' '.join(
+      filter(None, [os.environ.get('XLA_FLAGS'), '--xla_backend_optimization_level=0']))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest
@@ -24,25 +29,50 @@ os.environ['JAX_COMPILATION_CACHE_DIR'] = CACHE_DIR
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
 
 
+def _shared_dir(tmp_path_factory):
+  """A directory all pytest-xdist workers of this run see: their temp dirs are siblings."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path):
+  """One worker at a time; the others wait, then find the work done."""
+  with open(lock_path, 'a') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope='session')
 def synthetic_data_dir(tmp_path_factory):
-  """The synthetic_fundus dataset, built once into a session temp dir."""
+  """The synthetic_fundus dataset, built once per test run (shared by the workers)."""
   from configs import synthetic
   from ds2f_jax import input_pipeline
-  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  shared = _shared_dir(tmp_path_factory)
+  data_dir = str(shared / 'tfds')
   cfg = synthetic.get_config('tiny')
   cfg.data.data_dir = data_dir
-  input_pipeline.prepare(cfg.data)
+  with _exclusive(shared / 'tfds.lock'):
+    input_pipeline.prepare(cfg.data)  # Opens the prepared copy when another worker built it.
   return data_dir
 
 
 @pytest.fixture(scope='session')
 def reference_run(tmp_path_factory, synthetic_data_dir):
-  """The shared 6-step scenario (tests/reliability/scenario.py), run once without
-  interruption: what the training tests read and every fault run must match."""
+  """The shared 6-step scenario (tests/reliability/scenario.py), run once per test run
+  without interruption: what the training tests read and every fault run must match.
+  Read-only: tests that change a workdir copy it."""
   from tests.reliability import scenario
-  workdir = tmp_path_factory.mktemp('reference') / 'w'
-  scenario.run_in_process(scenario.scenario_config(synthetic_data_dir), workdir)
+  shared = _shared_dir(tmp_path_factory)
+  workdir, done = shared / 'reference' / 'w', shared / 'reference' / 'done'
+  with _exclusive(shared / 'reference.lock'):
+    if not done.exists():
+      shutil.rmtree(workdir, ignore_errors=True)  # Left by a worker that crashed mid-run.
+      scenario.run_in_process(scenario.scenario_config(synthetic_data_dir), workdir)
+      done.touch()
   return str(workdir)
 
 
