@@ -87,12 +87,15 @@ def state_dict64(model):
           if not k.endswith('num_batches_tracked')}
 
 
-def ours_like(model_name, model, x, sd):
-  """Our float64 variables holding the official weights and BN buffers."""
+def zeros_like_variables(model, x):
+  """float64 zeros shaped like the model's variables (for the importer's checks)."""
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=True))
-  target = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, np.float64), shapes)
-  variables, left = import_official.map_state_dict(model_name, sd, target)
-  return variables, left
+  return jax.tree_util.tree_map(lambda a: np.zeros(a.shape, np.float64), shapes)
+
+
+def ours_like(model_name, target, sd):
+  """Our float64 variables holding the official weights and BN buffers."""
+  return import_official.map_state_dict(model_name, sd, target)
 
 
 def official_tree(model_name, tree):
@@ -156,8 +159,8 @@ def unet():
   res = {}
   with x64():
     model = registry.create_model(cfg.model, dtype='float64')
-    lr0 = jnp.zeros((1, *LR_SIZE, 3))
-    variables, _ = ours_like('ds2f_unet', model, lr0, state_dict64(theirs))
+    target = zeros_like_variables(model, jnp.zeros((1, *LR_SIZE, 3)))
+    variables, _ = ours_like('ds2f_unet', target, state_dict64(theirs))
     res['counts'] = {name: (count(variables['params'], path),
                             sum(p.numel() for p in getattr(theirs, name).parameters()))
                      for name, path in UNET_MODULES.items()}
@@ -189,7 +192,7 @@ def unet():
     ce, mse = torch.nn.CrossEntropyLoss(), torch.nn.MSELoss()
     ssim, rmi = SSIMLoss(data_range=1), RMILoss(num_classes=2, rmi_pool_way=1)
     for step in (1, 2):
-      cur, _ = ours_like('ds2f_unet', model, lr0, state_dict64(theirs))
+      cur, _ = ours_like('ds2f_unet', target, state_dict64(theirs))
       (loss, (outs, parts, stats)), grads = grad_fn(cur['params'], cur['batch_stats'], x, hr,
                                                     mask)
       opt.zero_grad()
@@ -218,7 +221,10 @@ def unet():
            for k, v in names.items()})
       updates, fed_opt = update(fed_grads, fed_opt, fed)
       fed = apply(fed, updates)
-      (_, (_, _, free_stats)), free_grads = grad_fn(free, free_stats, x, hr, mask)
+      if step == 1:  # Free-running starts where the fed run does: the same gradients.
+        free_grads, free_stats = grads, stats
+      else:
+        (_, (_, _, free_stats)), free_grads = grad_fn(free, free_stats, x, hr, mask)
       updates, free_opt = update(free_grads, free_opt, free)
       free = apply(free, updates)
       opt.step()
@@ -291,8 +297,8 @@ def test_deeplab_inference_path_matches_official():
   x = np.random.default_rng(1).uniform(-1, 1, (1, 128, 144, 3))  # Non-square.
   with x64():
     model = registry.create_model(cfg.model, dtype='float64')
-    variables, left = ours_like('ds2f_deeplabv3plus', model, jnp.zeros((1, 128, 128, 3)),
-                                state_dict64(theirs))
+    target = zeros_like_variables(model, jnp.zeros((1, 128, 128, 3)))
+    variables, left = ours_like('ds2f_deeplabv3plus', target, state_dict64(theirs))
     assert left == ['sfem']  # Official CAGL; ours MSCG (docs/method.md, DeepLabV3+ variant).
     for name, path in DEEPLAB_MODULES.items():
       assert count(variables['params'], path) == sum(
