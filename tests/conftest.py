@@ -62,10 +62,10 @@ def synthetic_data_dir(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def reference_run(tmp_path_factory, synthetic_data_dir):
-  """The shared 6-step scenario (tests/reliability/scenario.py), run once per test run
+  """The shared 6-step scenario (tests/scenario.py), run once per test run
   without interruption: what the training tests read and every fault run must match.
   Read-only: tests that change a workdir copy it."""
-  from tests.reliability import scenario
+  from tests import scenario
   shared = _shared_dir(tmp_path_factory)
   workdir, done = shared / 'reference' / 'w', shared / 'reference' / 'done'
   with _exclusive(shared / 'reference.lock'):

@@ -18,7 +18,7 @@ from ds2f_jax import evaluate, imaging, inference, input_pipeline, predict
 from ds2f_jax import visualize
 from ds2f_jax.auc import num_score_bins
 from tests import auc_exact
-from tests.reliability import scenario as rel
+from tests import scenario as rel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -28,7 +28,7 @@ if not os.path.isdir(os.path.join(REF, 'imed_vision')):
 
 from configs import default  # pylint: disable=g-import-not-at-top
 from ds2f_jax import checkpointing, import_official, init_from, serving, sharding, train
-from tests.reliability import scenario as rel  # pylint: disable=g-import-not-at-top
+from tests import scenario as rel  # pylint: disable=g-import-not-at-top
 
 
 def official_unet(width, seed=0):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ds2f_jax import input_pipeline
-from tests.reliability import scenario as rel
+from tests import scenario as rel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -17,7 +17,7 @@ from ds2f_jax.datasets import common, testing
 from ds2f_jax.datasets.drive import drive_dataset_builder as drive
 from ds2f_jax.datasets.drive.dummy_data import make_dummy_data as drive_dummy
 from ds2f_jax import checkpointing, input_pipeline, train
-from tests.reliability import scenario as rel
+from tests import scenario as rel
 from tests.reliability import trainer_harness as th
 
 DOC = os.path.join(th.ROOT, 'docs', 'reliability.md')

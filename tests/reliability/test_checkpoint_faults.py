@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ds2f_jax import checkpointing, errors, sharding, train, workdir_lock
-from tests.reliability import scenario as rel
+from tests import scenario as rel
 from tests.reliability import trainer_harness as th
 
 

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.reliability import scenario as rel
+from tests import scenario as rel
 
 pytestmark = pytest.mark.slow  # Trains or compiles many programs: the full suite only.
 

@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from ds2f_jax import checkpointing, cli, evaluate, export, inference, predict
-from tests.reliability import scenario as rel
+from tests import scenario as rel
 from tests.reliability import trainer_harness as th
 
 DOC = os.path.join(th.ROOT, 'docs', 'reliability.md')

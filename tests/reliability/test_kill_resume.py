@@ -23,7 +23,7 @@ import signal
 import pytest
 
 from ds2f_jax import errors, workdir_lock
-from tests.reliability import scenario as rel
+from tests import scenario as rel
 from tests.reliability import trainer_harness as th
 
 pytestmark = pytest.mark.slow  # Trains or compiles many programs: the full suite only.

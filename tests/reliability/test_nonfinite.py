@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ds2f_jax import errors, input_pipeline, nonfinite, workdir_lock
-from tests.reliability import scenario as rel
+from tests import scenario as rel
 
 BAD_STEP = 3
 

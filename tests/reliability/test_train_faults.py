@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ds2f_jax import errors, fault_points, nonfinite, reporting, train, workdir_lock
-from tests.reliability import scenario as rel
+from tests import scenario as rel
 from tests.reliability import trainer_harness as th
 
 # ---------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""The shared fault scenario: its config, in-process runs, and readers of a workdir.
+"""The suite's shared training scenario: its config, in-process runs, and readers of a
+workdir.
 
-Every test here trains the same 6-step program (tiny synthetic config,
-checkpoints at 2, 4, 6, evaluation at 6), so the XLA persistent cache compiles
-it once for the in-process runs and for the trainer subprocesses alike.
+The fault tests (tests/reliability/) and the training, evaluation and import tests
+all train the same 6-step program (tiny synthetic config, checkpoints at 2, 4, 6,
+evaluation at 6), so the XLA persistent cache compiles it once for the in-process
+runs and for the trainer subprocesses alike.
 In-process runs also reuse the traced step functions (`programs_reused`):
 tracing the model costs seconds per run, and the programs are identical.
 """
