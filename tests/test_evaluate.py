@@ -320,9 +320,8 @@ def test_train_eval_predict_end_to_end(reference_run, synthetic_data_dir, tmp_pa
   # Through main.py: the unreadable file is named, the others written, the exit code non-zero.
   out2 = tmp_path / 'out2'
   proc = _main('--config', 'configs/synthetic.py:tiny', '--workdir', workdir, '--mode',
-               'predict', '--config.data.data_dir', cfg.data.data_dir, *rel.CLI_OVERRIDES,
-               '--config.eval.checkpoint', 'latest', '--input', str(inputs), '--output',
-               str(out2))
+               'predict', '--config.data.data_dir', cfg.data.data_dir, '--config.eval.checkpoint',
+               'latest', '--input', str(inputs), '--output', str(out2))
   assert proc.returncode == 2, proc.stderr[-3000:]
   lines = _error_lines(proc)
   assert len(lines) == 1 and 'broken.png' in lines[0], proc.stderr[-3000:]

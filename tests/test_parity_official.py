@@ -88,14 +88,10 @@ def state_dict64(model):
 
 
 def zeros_like_variables(model, x):
-  """float64 zeros shaped like the model's variables (for the importer's checks)."""
+  """float64 zeros shaped like the model's variables: the importer's target, which
+  it fills with the official weights and BN buffers."""
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=True))
   return jax.tree_util.tree_map(lambda a: np.zeros(a.shape, np.float64), shapes)
-
-
-def ours_like(model_name, target, sd):
-  """Our float64 variables holding the official weights and BN buffers."""
-  return import_official.map_state_dict(model_name, sd, target)
 
 
 def official_tree(model_name, tree):
@@ -160,7 +156,7 @@ def unet():
   with x64():
     model = registry.create_model(cfg.model, dtype='float64')
     target = zeros_like_variables(model, jnp.zeros((1, *LR_SIZE, 3)))
-    variables, _ = ours_like('ds2f_unet', target, state_dict64(theirs))
+    variables, _ = import_official.map_state_dict('ds2f_unet', state_dict64(theirs), target)
     res['counts'] = {name: (count(variables['params'], path),
                             sum(p.numel() for p in getattr(theirs, name).parameters()))
                      for name, path in UNET_MODULES.items()}
@@ -192,7 +188,7 @@ def unet():
     ce, mse = torch.nn.CrossEntropyLoss(), torch.nn.MSELoss()
     ssim, rmi = SSIMLoss(data_range=1), RMILoss(num_classes=2, rmi_pool_way=1)
     for step in (1, 2):
-      cur, _ = ours_like('ds2f_unet', target, state_dict64(theirs))
+      cur, _ = import_official.map_state_dict('ds2f_unet', state_dict64(theirs), target)
       (loss, (outs, parts, stats)), grads = grad_fn(cur['params'], cur['batch_stats'], x, hr,
                                                     mask)
       opt.zero_grad()
@@ -298,7 +294,8 @@ def test_deeplab_inference_path_matches_official():
   with x64():
     model = registry.create_model(cfg.model, dtype='float64')
     target = zeros_like_variables(model, jnp.zeros((1, 128, 128, 3)))
-    variables, left = ours_like('ds2f_deeplabv3plus', target, state_dict64(theirs))
+    variables, left = import_official.map_state_dict('ds2f_deeplabv3plus', state_dict64(theirs),
+                                                      target)
     assert left == ['sfem']  # Official CAGL; ours MSCG (docs/method.md, DeepLabV3+ variant).
     for name, path in DEEPLAB_MODULES.items():
       assert count(variables['params'], path) == sum(

@@ -66,7 +66,8 @@ def test_resume_continues_exactly(reference_run, synthetic_data_dir, tmp_path, m
     rel.run_in_process(cfg, resumed)
   monkeypatch.setattr(input_pipeline, 'train_iterator', real_iterator)
   assert sorted(os.listdir(os.path.join(resumed, 'checkpoints'))) == ['2']
-  rel.run_in_process(cfg, resumed)
+  last = rel.run_in_process(cfg, resumed)
+  assert np.isfinite(last['loss'])  # A run returns its last scalars.
 
   def losses(workdir):  # The last record of each step wins (steps after the checkpoint rerun).
     return {r['step']: r for r in _rows(workdir) if 'loss' in r}
