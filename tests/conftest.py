@@ -50,13 +50,11 @@ def _exclusive(lock_path):
 def synthetic_data_dir(tmp_path_factory):
   """The synthetic_fundus dataset, built once per test run (shared by the workers)."""
   from configs import synthetic
-  from ds2f_jax import input_pipeline
-  shared = _shared_dir(tmp_path_factory)
-  data_dir = str(shared / 'tfds')
+  from ds2f_jax import distributed
+  data_dir = str(_shared_dir(tmp_path_factory) / 'tfds')
   cfg = synthetic.get_config('tiny')
   cfg.data.data_dir = data_dir
-  with _exclusive(shared / 'tfds.lock'):
-    input_pipeline.prepare(cfg.data)  # Opens the prepared copy when another worker built it.
+  distributed.prepare_dataset(cfg.data)  # As main.py does: one builder, the others wait.
   return data_dir
 
 
